@@ -1,0 +1,71 @@
+"""`scaling-cli sweep`: plan a grid of proxies and train it into the run store."""
+
+from __future__ import annotations
+
+import argparse
+
+from scaling_cli.errors import UserError
+
+HELP = """Train a grid of small GPT proxies and log curves and evals to the run store.
+
+Overrides use Hydra syntax: `sweep=chinchilla` picks a ready-made grid from sweeps/,
+`model=gpt_small train=gpu` picks config files from conf/, `optim.lr=1e-3` sets one key.
+Re-running the same command skips finished runs and resumes unfinished ones."""
+
+EXAMPLES = """examples:
+  scaling-cli sweep --dry-run                      # the embedded default: plan only
+  scaling-cli sweep                                # train it on this machine
+  scaling-cli sweep sweep=lr_batch store.root=runs/lr --dry-run
+  scaling-cli sweep sweep=chinchilla model=gpt_small train=gpu"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("sweep", help="train a grid of proxies (Hydra overrides)", description=HELP,
+                                   epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="Hydra overrides, e.g. sweep=NAME optim.lr=1e-3")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan (N, tokens, FLOPs, steps) and train nothing")
+    parser.add_argument("--show-config", action="store_true", help="print the composed config and exit")
+    parser.add_argument("--sweeps-dir", metavar="DIR", help="an extra folder of sweep YAML files")
+    parser.add_argument("--max-runs", type=int, metavar="N", help="refuse grids with more than N runs (sweep.max_runs)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from scaling_cli.compose import compose
+    from scaling_cli.plan import expand
+    from scaling_cli.report import print_plan, print_sweep_result
+
+    overrides = list(args.overrides)
+    if args.max_runs is not None:
+        overrides.append(f"sweep.max_runs={args.max_runs}")
+    cfg = compose(overrides, sweeps_dir=args.sweeps_dir)
+    if args.show_config:
+        print(OmegaConf.to_yaml(cfg))
+        return 0
+    specs = expand(cfg)
+    print_plan(specs, cfg)
+    if args.dry_run:
+        return 0
+    from scaling_cli.launch import run_sweep
+    from scaling_cli.store import RunStore
+
+    store = RunStore(cfg.store.root)
+    _check_writable(store)
+    result = run_sweep(specs, store, show_progress=not args.no_progress)
+    print_sweep_result(result, store)
+    return 1 if result.states.get("failed") else 0
+
+
+def _check_writable(store) -> None:
+    try:
+        store.fs.makedirs(store.path, exist_ok=True)
+        probe = f"{store.path}/_write_probe"
+        with store.fs.open(probe, "wb") as f:
+            f.write(b"ok")
+        store.fs.rm(probe)
+    except OSError as err:
+        raise UserError(f"store.root: cannot write to {store.root} ({err.strerror or err}); "
+                        "choose a writable folder with store.root=PATH") from err

@@ -1,0 +1,256 @@
+"""Typed configuration schemas for scaling-cli.
+
+Every Hydra config group has a dataclass here, registered in Hydra's ConfigStore
+by `register_configs()`. YAML files in `conf/` only select and override these
+schemas, so a typo or a wrong type in an override fails during composition,
+before any training starts. Semantic checks that types cannot express
+(positive learning rate, d_model divisible by n_head...) live in `validate()`,
+which raises one `ConfigError` naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from scaling_cli.errors import UserError
+
+
+class ConfigError(UserError):
+    """A configuration value is invalid; the message names the field and the fix."""
+
+
+@dataclass
+class ModelConfig:
+    """GPT-style pre-norm decoder proxy."""
+
+    d_model: int = MISSING
+    """Residual stream width."""
+    n_layer: int = MISSING
+    """Number of transformer blocks."""
+    n_head: int = MISSING
+    """Attention heads; d_model must be divisible by n_head."""
+    seq_len: int = 128
+    """Context length in tokens (sequences are packed to exactly this length)."""
+    vocab_size: int = 2048
+    """Vocabulary size; the BPE tokenizer is trained to this size."""
+    mlp: str = "gelu"
+    """MLP type: 'gelu' (4x, two matrices) or 'swiglu' (8/3x, three matrices)."""
+    mlp_ratio: float = 4.0
+    """Hidden width of the MLP as a multiple of d_model ('swiglu' uses 2/3 of it)."""
+    tied_embeddings: bool = True
+    """Share the token embedding with the output projection."""
+    qk_layernorm: bool = False
+    """LayerNorm on queries and keys (Wortsman et al.: keeps attention logits bounded)."""
+    z_loss: float = 0.0
+    """Coefficient of the auxiliary z-loss, coef * logsumexp(logits)^2 (1e-4 in Wortsman et al.)."""
+    logit_softcap: float = 0.0
+    """Soft-cap on output logits, cap * tanh(logits / cap); 0 disables it."""
+    rope_theta: float = 10000.0
+    """RoPE base frequency."""
+    init_std: float = 0.02
+    """Std of the normal initialisation; residual projections are scaled by 1/sqrt(2 n_layer) (GPT-2)."""
+    loss_impl: str = "auto"
+    """Output-layer loss: 'auto' (fused Triton kernel on CUDA, chunked PyTorch elsewhere), 'triton', 'torch'."""
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from and how it becomes token sequences."""
+
+    source: str = "embedded"
+    """'embedded' (the shipped English-Spanish Bible table), a local file or folder
+    (.txt, .jsonl/.json, .parquet, .csv), or a Hugging Face hub dataset name."""
+    languages: List[str] = field(default_factory=lambda: ["en", "es"])
+    """For the embedded corpus: which language columns to pretrain on."""
+    text_column: str = "text"
+    """Column holding the text, for table-like sources."""
+    hub_config: Optional[str] = None
+    """Dataset configuration name, for hub sources."""
+    tokenizer: str = "bpe"
+    """'bpe' trains a byte-level BPE of model.vocab_size on the training split (cached);
+    anything else is a hub name or local path passed to transformers.AutoTokenizer."""
+    val_fraction: float = 0.05
+    """Share of documents held out for validation when the source has no split of its own."""
+    max_documents: Optional[int] = None
+    """Cap on documents read (useful for very large sources)."""
+    cache_dir: Optional[str] = None
+    """Where tokenizers and token arrays are cached; default $SCALING_CLI_CACHE or ~/.cache/scaling-cli."""
+
+
+@dataclass
+class OptimConfig:
+    """AdamW."""
+
+    lr: float = 3e-3
+    """Peak learning rate."""
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    """Decoupled weight decay, applied to matrices only (not norms, biases or embeddings)."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value; 0 disables clipping."""
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule as a multiplier of optim.lr over training."""
+
+    name: str = "cosine"
+    """'constant', 'cosine', 'linear' or 'wsd' (warmup-stable-decay)."""
+    warmup: float = 0.05
+    """Warmup length: a fraction of total steps if < 1, else a step count."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of the peak (cosine, linear, wsd)."""
+    decay: float = 0.2
+    """For 'wsd': length of the final decay, as a fraction of total steps if < 1, else steps."""
+    decay_shape: str = "linear"
+    """For 'wsd': shape of the decay, 'linear', 'cosine' or 'sqrt' (1 - sqrt, Hagele et al.)."""
+
+
+@dataclass
+class TrainConfig:
+    """How long and how a single run trains."""
+
+    tokens: Optional[float] = None
+    """Training tokens; the step count is ceil(tokens / (batch_size * seq_len)). Set this or steps."""
+    steps: Optional[int] = None
+    """Optimizer steps, when tokens is not set."""
+    batch_size: int = 16
+    """Sequences per optimizer step."""
+    eval_interval: int = 50
+    """Validate every this many steps (and always at the end)."""
+    eval_tokens: int = 65536
+    """Validation tokens per evaluation (a fixed prefix of the validation split)."""
+    log_interval: int = 10
+    """Flush per-step metrics from the device every this many steps (every step is still logged)."""
+    checkpoint_interval: int = 200
+    """Save a resumable checkpoint every this many steps (and always at the end)."""
+    precision: str = "auto"
+    """'auto' (bf16 autocast on CUDA, fp32 on CPU), 'bf16' or 'fp32'."""
+    device: str = "auto"
+    """'auto', 'cpu', 'cuda' or 'cuda:N'."""
+    seed: int = 0
+    """Seeds initialisation and data order."""
+    divergence_factor: float = 1.5
+    """A run whose smoothed loss exceeds this multiple of its initial loss is stopped as diverged."""
+    compile: bool = False
+    """torch.compile the model (worth it on GPU for long runs)."""
+    threads: int = 0
+    """CPU threads for torch; 0 keeps torch's default."""
+
+
+@dataclass
+class StoreConfig:
+    """Where runs are written."""
+
+    root: str = "runs"
+    """Store root: a local path or any fsspec URL (file://, s3://...)."""
+
+
+@dataclass
+class SweepConfig:
+    """A grid of runs. Axes are config keys ('optim.lr', 'model.d_model')."""
+
+    name: str = "default"
+    """Sweep name, recorded with every run."""
+    grid: Dict[str, List[Any]] = field(default_factory=dict)
+    """Axes combined as a cartesian product: {'optim.lr': [1e-3, 3e-3], 'train.tokens': [1e6, 2e6]}."""
+    zip: List[Dict[str, List[Any]]] = field(default_factory=list)
+    """Groups of axes that vary together (equal-length lists), each group then crossed with the
+    rest: [{'model.d_model': [64, 128], 'model.n_layer': [2, 4]}] gives 2 shapes, not 4."""
+    max_runs: int = 1000
+    """Refuse to plan more runs than this (guards against a typo that explodes the grid)."""
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+
+GROUPS: Dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "optim": OptimConfig,
+    "schedule": ScheduleConfig,
+    "train": TrainConfig,
+    "store": StoreConfig,
+}
+
+
+def register_configs() -> None:
+    """Register the schemas so YAML files can extend them (`defaults: [base_model, _self_]`)."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    for group, schema in GROUPS.items():
+        cs.store(group=group, name=f"base_{group}", node=schema)
+
+
+def _require(condition: bool, field_name: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{field_name}: {message}")
+
+
+_CHOICES = {
+    "model.mlp": ("gelu", "swiglu"),
+    "model.loss_impl": ("auto", "triton", "torch"),
+    "schedule.name": ("constant", "cosine", "linear", "wsd"),
+    "schedule.decay_shape": ("linear", "cosine", "sqrt"),
+    "train.precision": ("auto", "bf16", "fp32"),
+}
+
+
+def validate(cfg: DictConfig | Config) -> None:
+    """Check what types cannot: ranges, divisibility, choices. Raises ConfigError."""
+    c = cfg
+    for key, choices in _CHOICES.items():
+        value = OmegaConf.select(c, key) if isinstance(c, DictConfig) else _select(c, key)
+        _require(value in choices, key, f"got {value!r}; choose one of {', '.join(choices)}")
+    m, o, s, t = c.model, c.optim, c.schedule, c.train
+    for name in ("d_model", "n_layer", "n_head", "seq_len", "vocab_size"):
+        _require(getattr(m, name) > 0, f"model.{name}", f"must be a positive integer, got {getattr(m, name)}")
+    _require(m.d_model % m.n_head == 0, "model.d_model",
+             f"{m.d_model} is not divisible by model.n_head={m.n_head}; pick a width that is a multiple of the head count")
+    _require((m.d_model // m.n_head) % 2 == 0, "model.n_head",
+             f"head dim d_model/n_head={m.d_model // m.n_head} must be even for RoPE")
+    _require(m.vocab_size >= 259, "model.vocab_size", "a byte-level BPE needs at least 259 tokens (256 bytes + specials)")
+    _require(m.z_loss >= 0, "model.z_loss", f"must be >= 0, got {m.z_loss}")
+    _require(m.logit_softcap >= 0, "model.logit_softcap", f"must be >= 0 (0 disables), got {m.logit_softcap}")
+    _require(m.mlp_ratio > 0, "model.mlp_ratio", f"must be > 0, got {m.mlp_ratio}")
+    _require(m.init_std > 0, "model.init_std", f"must be > 0, got {m.init_std}")
+    _require(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
+    _require(0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, "optim.beta1/beta2", "must lie in [0, 1)")
+    _require(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
+    _require(o.grad_clip >= 0, "optim.grad_clip", f"must be >= 0 (0 disables), got {o.grad_clip}")
+    _require(s.warmup >= 0, "schedule.warmup", f"must be >= 0, got {s.warmup}")
+    _require(0 <= s.min_lr_ratio <= 1, "schedule.min_lr_ratio", f"must lie in [0, 1], got {s.min_lr_ratio}")
+    _require(s.decay > 0, "schedule.decay", f"must be > 0, got {s.decay}")
+    _require((t.tokens is None) != (t.steps is None), "train.tokens",
+             "set exactly one of train.tokens and train.steps")
+    if t.tokens is not None:
+        _require(t.tokens > 0, "train.tokens", f"must be > 0, got {t.tokens}")
+    if t.steps is not None:
+        _require(t.steps > 0, "train.steps", f"must be > 0, got {t.steps}")
+    for name in ("batch_size", "eval_interval", "eval_tokens", "log_interval", "checkpoint_interval"):
+        _require(getattr(t, name) > 0, f"train.{name}", f"must be a positive integer, got {getattr(t, name)}")
+    _require(t.divergence_factor > 1, "train.divergence_factor", f"must be > 1, got {t.divergence_factor}")
+    _require(t.threads >= 0, "train.threads", f"must be >= 0, got {t.threads}")
+    d = c.data
+    _require(0 < d.val_fraction < 1, "data.val_fraction", f"must lie in (0, 1), got {d.val_fraction}")
+    _require(len(d.languages) > 0, "data.languages", "name at least one language (en, es)")
+
+
+def _select(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj

@@ -1,0 +1,1 @@
+"""The GPT proxy, its loss, and its parameter/FLOP accounting."""

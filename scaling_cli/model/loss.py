@@ -1,0 +1,27 @@
+"""The language-modelling loss: final hidden states x unembedding -> cross-entropy.
+
+One function so that every caller (training, validation, scoring) goes through the fused
+linear + cross-entropy kernel (`scaling_kernels`), which never materialises the logits:
+the Triton path on CUDA, a chunked PyTorch reference elsewhere (`model.loss_impl`).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from scaling_cli.config import ModelConfig
+from scaling_kernels import linear_cross_entropy
+
+
+def lm_loss(hidden: Tensor, weight: Tensor, targets: Tensor, cfg: ModelConfig, reduction: str = "mean") -> Tensor:
+    """Cross-entropy of `targets` under logits hidden @ weight.T, plus z-loss and soft-capping
+    as configured. reduction: 'mean' over non-ignored tokens, 'sum', or 'none' (per token)."""
+    return linear_cross_entropy(
+        hidden.reshape(-1, hidden.shape[-1]),
+        weight,
+        targets.reshape(-1),
+        reduction=reduction,
+        z_loss=cfg.z_loss,
+        softcap=cfg.logit_softcap,
+        impl=cfg.loss_impl,
+    )

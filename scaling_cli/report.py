@@ -1,0 +1,61 @@
+"""Terminal output for sweeps: the plan table, the end-of-sweep summary, the status table."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+
+from rich.console import Console
+from rich.table import Table
+
+from scaling_cli.plan import RunSpec, totals
+
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+# FLOP/s assumed for the GPU-hours estimate of a plan: an H100 at 40% MFU of its dense bf16 peak
+# (989 TFLOP/s), which packed proxies reach (issue 7). CPU plans print CPU-hours at 50 GFLOP/s,
+# what 2 cores sustain on these small matmuls.
+_ASSUMED_FLOPS = {"cuda": 0.4 * 989e12, "cpu": 50e9}
+
+
+def human(x: float, unit: str = "") -> str:
+    for scale, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{suffix}{unit}"
+    return f"{x:.3g}{unit}"
+
+
+def print_plan(specs: list[RunSpec], cfg) -> None:
+    table = Table(title=f"sweep '{cfg.sweep.name}': {len(specs)} runs -> {cfg.store.root}")
+    for col in ("run_id", "name", "params", "non-emb", "tokens", "tok/param", "steps", "lr", "FLOPs"):
+        table.add_column(col, justify="left" if col in ("run_id", "name") else "right")
+    for s in sorted(specs, key=lambda s: (s.params, s.tokens)):
+        table.add_row(s.run_id, s.name, human(s.params), human(s.params_nonembed), human(s.tokens),
+                      f"{s.tokens / s.params:.1f}", str(s.steps), f"{s.config['optim']['lr']:.3g}", human(s.flops))
+    console.print(table)
+    total = totals(specs)
+    device = "cuda" if str(cfg.train.device).startswith("cuda") else "cpu"
+    hours = total["flops"] / _ASSUMED_FLOPS[device] / 3600
+    label = "GPU-hours (H100 at 40% MFU)" if device == "cuda" else "CPU-hours (at 50 GFLOP/s)"
+    console.print(f"total: {total['runs']} runs, {human(total['tokens'])} tokens, {human(total['flops'], 'FLOP')}, "
+                  f"~{hours:.3g} {label}")
+
+
+def print_sweep_result(result, store) -> None:
+    parts = ", ".join(f"{v} {k}" for k, v in sorted(result.states.items())) or "nothing to train"
+    console.print(f"trained {result.trained} runs ({parts}); {result.skipped} already finished; store: {store.root}")
+
+
+def print_status(frame, root: str) -> None:
+    if frame.empty:
+        console.print(f"no runs in {root}")
+        return
+    counts = Counter(frame["status"])
+    table = Table(title=f"{root}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    for col in ("run_id", "name", "status", "step", "params", "tokens", "val loss"):
+        table.add_column(col, justify="left" if col in ("run_id", "name", "status") else "right")
+    for row in frame.sort_values(["params", "tokens"]).itertuples():
+        step = "" if row.step is None or row.step != row.step else str(int(row.step))
+        loss = "" if row.loss != row.loss else f"{row.loss:.4f}"
+        table.add_row(row.run_id, row.name, row.status, step, human(row.params), human(row.tokens), loss)
+    console.print(table)

@@ -1,0 +1,1 @@
+"""Training one run: schedule, optimizer, loop, evaluation, checkpoints, divergence detection."""

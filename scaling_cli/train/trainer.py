@@ -1,0 +1,213 @@
+"""Train one run to completion (or divergence), writing everything into its store folder.
+
+    state = train_run(spec, store, data)      # 'done' or 'diverged'
+
+Resumable at checkpoint granularity: a run folder holding checkpoint.pt continues from that
+step with the same data order (the batch at step s depends only on s), and its curve and
+evals are cut back to the checkpoint so nothing is counted twice. Per-step losses stay on the
+device and are fetched every `train.log_interval` steps, so logging every step costs no sync.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from scaling_cli.config import ModelConfig, OptimConfig, ScheduleConfig, TrainConfig
+from scaling_cli.data.packing import BatchOrder
+from scaling_cli.data.prepare import PreparedData
+from scaling_cli.model.gpt import GPT
+from scaling_cli.plan import RunSpec
+from scaling_cli.store import CURVE_COLUMNS, EVAL_COLUMNS, RunStore
+from scaling_cli.train.evaluate import validation_loss
+from scaling_cli.train.schedule import lr_multipliers
+
+ProgressHook = Callable[[int, int, dict], None]
+"""Called as hook(step_done, total_steps, {'loss': ..., 'tokens_per_s': ...}) after each log flush."""
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig
+    optim: OptimConfig
+    schedule: ScheduleConfig
+    train: TrainConfig
+
+    @classmethod
+    def from_spec(cls, spec: RunSpec) -> "RunConfig":
+        c = spec.config
+        return cls(ModelConfig(**c["model"]), OptimConfig(**c["optim"]),
+                   ScheduleConfig(**c["schedule"]), TrainConfig(**c["train"]))
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("train.device: CUDA was asked for but no GPU is visible; set train.device=cpu")
+    return torch.device(name)
+
+
+def autocast_context(device: torch.device, precision: str):
+    """bf16 autocast on CUDA unless fp32 is asked for; plain fp32 on CPU ('auto')."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if not use_bf16:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def build_optimizer(model: GPT, cfg: OptimConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (not norms or the embedding, which decay hurts)."""
+    embedding = model.embed.weight
+    decay, no_decay = [], []
+    for param in model.parameters():  # tied lm_head is the embedding and appears once
+        (decay if param.dim() >= 2 and param is not embedding else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                             fused=device.type == "cuda")
+
+
+@dataclass
+class _Log:
+    """Rows accumulated for the run's curve and evals tables."""
+
+    curve: list[dict] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)
+
+    def frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return (pd.DataFrame(self.curve, columns=CURVE_COLUMNS), pd.DataFrame(self.evals, columns=EVAL_COLUMNS))
+
+    def restore(self, store: RunStore, run_id: str, step: int) -> None:
+        for name, rows in (("curve", self.curve), ("evals", self.evals)):
+            if store.exists(run_id, f"{name}.parquet"):
+                frame = store.read_table(run_id, name)
+                rows.extend(frame[frame["step"] <= step].to_dict("records"))
+
+
+def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: ProgressHook | None = None) -> str:
+    cfg = RunConfig.from_spec(spec)
+    device = pick_device(cfg.train.device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed)
+    model = GPT(cfg.model).to(device)
+    optimizer = build_optimizer(model, cfg.optim, device)
+    step_fn = torch.compile(model) if cfg.train.compile else model
+    lrs = cfg.optim.lr * lr_multipliers(spec.steps, cfg.schedule)
+    order = BatchOrder(data.train.count, cfg.train.batch_size, cfg.train.seed)
+    log = _Log()
+
+    start, initial_loss, elapsed_before = 0, None, 0.0
+    if store.exists(spec.run_id, "checkpoint.pt"):
+        ckpt = torch.load(store.fs.open(store.run_path(spec.run_id, "checkpoint.pt"), "rb"),
+                          map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start, initial_loss, elapsed_before = ckpt["step"], ckpt["initial_loss"], ckpt["elapsed_s"]
+        log.restore(store, spec.run_id, start)
+    store.set_status(spec.run_id, "running", step=start, host=socket.gethostname(), pid=os.getpid(),
+                     device=str(device))
+
+    def checkpoint(step: int, elapsed: float) -> None:
+        curve, evals = log.frames()
+        store.write_table(spec.run_id, "curve", curve)
+        store.write_table(spec.run_id, "evals", evals)
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                 "initial_loss": initial_loss, "elapsed_s": elapsed}
+        store.write_with(spec.run_id, "checkpoint.pt", lambda f: torch.save(state, f))
+        store.set_status(spec.run_id, "running", step=step, host=socket.gethostname(), pid=os.getpid())
+
+    def evaluate(step: int) -> float:
+        value = validation_loss(model, data.validation, cfg.train, device, autocast_context(device, cfg.train.precision))
+        log.evals.append({"step": step, "tokens": step * spec.batch_size_tokens,
+                          "flops": step * spec.batch_size_tokens * spec.flops_per_token,
+                          "task": "val", "metric": "loss", "value": value})
+        return value
+
+    if start == 0:
+        evaluate(0)
+    t0 = time.perf_counter() - elapsed_before
+    window_start, window_time = start, time.perf_counter()
+    pending_losses: list[torch.Tensor] = []
+    pending_norms: list[torch.Tensor] = []
+    model.train()
+    for step in range(start, spec.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = float(lrs[step])
+        inputs, targets = data.train.sequences(order.indices(step))
+        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        with autocast_context(device, cfg.train.precision):
+            loss = step_fn(inputs, targets)
+        loss.backward()
+        clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        pending_losses.append(loss.detach())
+        pending_norms.append(grad_norm.detach())
+
+        done = step + 1
+        if done % cfg.train.log_interval and done != spec.steps:
+            continue
+        losses = torch.stack(pending_losses).float().cpu().numpy()
+        norms = torch.stack(pending_norms).float().cpu().numpy()
+        pending_losses.clear()
+        pending_norms.clear()
+        now = time.perf_counter()
+        tokens_per_s = (done - window_start) * spec.batch_size_tokens / max(now - window_time, 1e-9)
+        window_start, window_time = done, now
+        first = done - len(losses)
+        for i, (value, norm) in enumerate(zip(losses, norms)):
+            s = first + i + 1
+            log.curve.append({"step": s, "tokens": s * spec.batch_size_tokens,
+                              "flops": s * spec.batch_size_tokens * spec.flops_per_token,
+                              "lr": float(lrs[s - 1]), "loss": float(value), "grad_norm": float(norm),
+                              "tokens_per_s": tokens_per_s, "elapsed_s": now - t0})
+        if initial_loss is None:
+            initial_loss = float(losses[0])
+        reason = divergence(losses, initial_loss, cfg.train.divergence_factor)
+        if reason:
+            curve, evals = log.frames()
+            store.write_table(spec.run_id, "curve", curve)
+            store.write_table(spec.run_id, "evals", evals)
+            finite = curve["loss"][np.isfinite(curve["loss"])]
+            store.set_status(spec.run_id, "diverged", step=done, reason=reason,
+                             last_finite_loss=float(finite.iloc[-1]) if len(finite) else None)
+            store.remove(spec.run_id, "checkpoint.pt")
+            return "diverged"
+        if progress:
+            progress(done, spec.steps, {"loss": float(losses[-1]), "tokens_per_s": tokens_per_s})
+        if done % cfg.train.eval_interval == 0 and done != spec.steps:
+            evaluate(done)
+            model.train()
+        if done % cfg.train.checkpoint_interval == 0 and done != spec.steps:
+            checkpoint(done, now - t0)
+
+    final_loss = evaluate(spec.steps)
+    curve, evals = log.frames()
+    store.write_table(spec.run_id, "curve", curve)
+    store.write_table(spec.run_id, "evals", evals)
+    store.write_with(spec.run_id, "model.pt", lambda f: torch.save(model.state_dict(), f))
+    store.set_status(spec.run_id, "done", step=spec.steps, val_loss=final_loss,
+                     elapsed_s=time.perf_counter() - t0, device=str(device))
+    store.remove(spec.run_id, "checkpoint.pt")
+    return "done"
+
+
+def divergence(losses: np.ndarray, initial_loss: float, factor: float) -> str | None:
+    """Why a run should stop, or None. A window mean far above the starting loss means the
+    optimizer has left the basin (Wortsman et al. 2023 treat such runs as diverged)."""
+    if not np.all(np.isfinite(losses)):
+        return "non-finite loss"
+    if losses.mean() > factor * initial_loss:
+        return f"loss {losses.mean():.3f} above {factor} x initial loss {initial_loss:.3f}"
+    return None
