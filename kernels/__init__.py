@@ -1,0 +1,22 @@
+"""scaling_kernels: fused GPU kernels for scaling-cli, each with a PyTorch reference.
+
+Installed under the import name ``scaling_kernels`` (the bare name ``kernels``
+belongs to Hugging Face's package). Imports nothing from ``scaling_cli``.
+
+    from scaling_kernels import linear_cross_entropy
+    loss = linear_cross_entropy(h, lm_head.weight, targets, impl="auto")
+"""
+
+from .linear_cross_entropy import (
+    LinearCrossEntropy,
+    linear_cross_entropy,
+    linear_cross_entropy_reference,
+    triton_available,
+)
+
+__all__ = [
+    "LinearCrossEntropy",
+    "linear_cross_entropy",
+    "linear_cross_entropy_reference",
+    "triton_available",
+]

@@ -1,0 +1,319 @@
+"""Tests for scaling_kernels.linear_cross_entropy (Triton kernels and PyTorch reference).
+
+    pytest tests/test_kernels.py            # CPU: Triton runs under TRITON_INTERPRET=1
+    pytest tests/test_kernels.py -m gpu     # the CUDA-only checks
+
+Oracle: plain fp32 PyTorch on the *same* (possibly bf16-rounded) inputs.
+Rule (from apple/ml-cross-entropy): at each dtype, our max-abs error against the
+oracle must be <= the error of plain PyTorch at that dtype + tol, where
+tol = ATOL + RTOL * max|oracle| per dtype (see TOLS). Shapes are deliberately
+not multiples of any tile size (interpreter tiles are 16 x 32 x 16).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+# Must happen before triton (and our Triton backend) is first imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from scaling_kernels import (  # noqa: E402
+    LinearCrossEntropy,
+    linear_cross_entropy,
+    linear_cross_entropy_reference,
+    triton_available,
+)
+from scaling_kernels import lce_reference  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+IGNORE = -100
+# (ATOL, RTOL): fp32 is checked to fp32 rounding; bf16 allows one bf16 rounding (2^-8)
+# of the oracle's scale on top of plain torch's own bf16 error.
+TOLS = {torch.float32: (1e-6, 1e-5), torch.bfloat16: (1e-5, 2.0**-8)}
+
+
+def _triton_usable() -> bool:
+    if not triton_available():
+        return False
+    if torch.cuda.is_available():
+        return True
+    from scaling_kernels import lce_triton
+
+    return lce_triton.INTERPRET  # False if imported before this module set the env var
+
+
+needs_triton = pytest.mark.skipif(not _triton_usable(), reason="needs triton on CUDA or TRITON_INTERPRET=1")
+gpu = pytest.mark.gpu
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+# ---------------------------------------------------------------- helpers (conftest-like)
+
+def _make(T: int, d: int, V: int, dtype: torch.dtype, *, ignore_every: int = 4, seed: int = 0,
+          device: str = DEVICE):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(T, d, generator=g)
+    # scale so logits have std ~2-3: peaky enough to exercise the max-shift
+    w = torch.randn(V, d, generator=g) * (2.5 / d**0.5)
+    y = torch.randint(0, V, (T,), generator=g)
+    if ignore_every:
+        y[1::ignore_every] = IGNORE
+    return h.to(device, dtype), w.to(device, dtype), y.to(device)
+
+
+def _torch_loss(h, w, y, reduction, z_loss, softcap, compute_dtype):
+    """Plain PyTorch at compute_dtype: logits matmul in that dtype, loss in fp32."""
+    h = h.detach().to(compute_dtype).requires_grad_()
+    w = w.detach().to(compute_dtype).requires_grad_()
+    s = h @ w.T
+    if softcap > 0:
+        s = softcap * torch.tanh(s / softcap)
+    s = s.float()
+    valid = y != IGNORE
+    lse = torch.logsumexp(s, dim=-1)
+    tok = F.cross_entropy(s, y, ignore_index=IGNORE, reduction="none") + z_loss * lse * lse
+    tok = torch.where(valid, tok, 0.0)
+    if reduction == "none":
+        loss = tok
+    elif reduction == "sum":
+        loss = tok.sum()
+    else:
+        loss = tok.sum() / valid.sum().clamp(min=1)
+    (loss.sum() if reduction == "none" else loss).backward()
+    return loss.detach(), h.grad.float(), w.grad.float()
+
+
+def _ours(h, w, y, reduction, z_loss, softcap, impl):
+    h = h.detach().clone().requires_grad_()
+    w = w.detach().clone().requires_grad_()
+    loss = linear_cross_entropy(h, w, y, reduction=reduction, z_loss=z_loss, softcap=softcap, impl=impl)
+    (loss.sum() if reduction == "none" else loss).backward()
+    assert h.grad.dtype == h.dtype and w.grad.dtype == w.dtype
+    return loss.detach().float(), h.grad.float(), w.grad.float()
+
+
+def _check_against_oracle(h, w, y, reduction, z_loss, softcap, impl):
+    """CCE rule for loss, dH and dW; returns (ours, oracle) errors for debugging."""
+    dtype = h.dtype
+    oracle = _torch_loss(h, w, y, reduction, z_loss, softcap, torch.float32)
+    plain = _torch_loss(h, w, y, reduction, z_loss, softcap, dtype)
+    ours = _ours(h, w, y, reduction, z_loss, softcap, impl)
+    atol, rtol = TOLS[dtype]
+    for name, o, p, r in zip(("loss", "dH", "dW"), ours, plain, oracle):
+        assert torch.isfinite(o).all(), name
+        assert o.shape == r.shape, name
+        err, err_plain = (o - r).abs().max().item(), (p - r).abs().max().item()
+        tol = atol + rtol * r.abs().max().item()
+        assert err <= err_plain + tol, f"{name}: err {err:.3g} > plain {err_plain:.3g} + tol {tol:.3g}"
+
+
+# ----------------------------------------------------------------- reference
+
+REF_CASES = [
+    # T, d, V, reduction, z_loss, softcap
+    (37, 24, 131, "mean", 0.0, 0.0),
+    (1, 16, 67, "mean", 0.0, 0.0),
+    (9, 40, 259, "sum", 0.0, 0.0),
+    (37, 24, 131, "none", 0.0, 0.0),
+    (37, 24, 131, "mean", 1e-3, 0.0),
+    (9, 40, 259, "mean", 0.0, 3.0),
+    (37, 24, 131, "sum", 1e-2, 5.0),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("case", REF_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_reference_matches_oracle(case, dtype):
+    T, d, V, reduction, z_loss, softcap = case
+    h, w, y = _make(T, d, V, dtype, ignore_every=0 if T == 1 else 4)
+    _check_against_oracle(h, w, y, reduction, z_loss, softcap, impl="torch")
+
+
+def test_reference_chunked_matches_unchunked(monkeypatch):
+    h, w, y = _make(37, 24, 131, torch.float32)
+    full = _ours(h, w, y, "mean", 1e-3, 4.0, "torch")
+    monkeypatch.setattr(lce_reference, "CHUNK_BYTES", 8 * 131 * 4)  # 8-token chunks, ragged last
+    chunked = _ours(h, w, y, "mean", 1e-3, 4.0, "torch")
+    for a, b in zip(full, chunked):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_reference_midsize():
+    h, w, y = _make(512, 64, 5000, torch.float32, ignore_every=7)
+    _check_against_oracle(h, w, y, "mean", 1e-4, 0.0, impl="torch")
+
+
+# ----------------------------------------------------------------- triton
+
+TRITON_CASES = [
+    (37, 24, 131, "mean", 0.0, 0.0),
+    (1, 16, 67, "sum", 0.0, 0.0),  # a single (non-ignored) token
+    (9, 40, 259, "none", 1e-3, 0.0),  # two vocab splits in the forward
+    (37, 24, 131, "mean", 1e-3, 5.0),
+    (9, 40, 259, "sum", 0.0, 3.0),
+]
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("case", TRITON_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_triton_matches_oracle(case, dtype):
+    T, d, V, reduction, z_loss, softcap = case
+    h, w, y = _make(T, d, V, dtype, ignore_every=0 if T == 1 else 4)
+    _check_against_oracle(h, w, y, reduction, z_loss, softcap, impl="triton")
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_triton_backward_super_tiles(monkeypatch, dtype):
+    """Force several token x vocab super-tiles and the bf16 in-place dW path."""
+    from scaling_kernels import lce_triton
+
+    monkeypatch.setattr(lce_triton, "CHUNK_ALIGN", 16)
+    monkeypatch.setattr(lce_triton, "MAX_TOKEN_CHUNK", 16)  # 37 tokens -> 16 + 16 + 5
+    monkeypatch.setattr(lce_triton, "G_BUFFER_BYTES", 16 * 48 * 4)  # 131 vocab -> 48 or 96 wide
+    monkeypatch.setattr(lce_triton, "DW_FULL_ACC_BYTES", 0)
+    h, w, y = _make(37, 24, 131, dtype)
+    _check_against_oracle(h, w, y, "mean", 1e-3, 4.0, impl="triton")
+
+
+@needs_triton
+def test_triton_matches_reference_none_and_lse():
+    h, w, y = _make(37, 24, 131, torch.float32)
+    a, lse_a = linear_cross_entropy(h, w, y, reduction="none", softcap=4.0, impl="triton", return_lse=True)
+    b, lse_b = linear_cross_entropy(h, w, y, reduction="none", softcap=4.0, impl="torch", return_lse=True)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lse_a, lse_b, rtol=1e-5, atol=1e-5)
+    s = 4.0 * torch.tanh(h.float() @ w.float().T / 4.0)
+    torch.testing.assert_close(lse_a, torch.logsumexp(s, -1), rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------- semantics, both backends
+
+IMPLS = ["torch", pytest.param("triton", marks=needs_triton)]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_all_ignored_gives_zero_not_nan(impl, reduction):
+    h, w, _ = _make(9, 16, 67, torch.float32)
+    y = torch.full((9,), IGNORE, device=DEVICE)
+    h.requires_grad_()
+    w.requires_grad_()
+    loss = linear_cross_entropy(h, w, y, reduction=reduction, z_loss=1e-3, impl=impl)
+    (loss.sum() if reduction == "none" else loss).backward()
+    assert torch.all(loss == 0)
+    assert torch.all(h.grad == 0) and torch.all(w.grad == 0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_none_reduction_shape_and_ignored_zeros(impl):
+    h, w, y = _make(12, 16, 67, torch.float32)
+    h3, y3 = h.reshape(3, 4, 16), y.reshape(3, 4)
+    loss = linear_cross_entropy(h3, w, y3, reduction="none", impl=impl)
+    assert loss.shape == (3, 4) and loss.dtype == torch.float32
+    assert torch.all(loss[y3 == IGNORE] == 0) and torch.all(loss[y3 != IGNORE] > 0)
+    mean = linear_cross_entropy(h3, w, y3, impl=impl)
+    torch.testing.assert_close(mean, loss.sum() / (y3 != IGNORE).sum())
+
+
+def test_custom_ignore_index_and_module():
+    h, w, y = _make(20, 16, 67, torch.float32, ignore_every=0)
+    y[::3] = 5
+    ref = F.cross_entropy(h @ w.T, y, ignore_index=5)
+    torch.testing.assert_close(linear_cross_entropy(h, w, y, ignore_index=5), ref)
+    module = LinearCrossEntropy(ignore_index=5, impl="torch")
+    torch.testing.assert_close(module(h, w, y), ref)
+    torch.testing.assert_close(linear_cross_entropy_reference(h, w, y, ignore_index=5), ref)
+
+
+def test_autocast_casts_and_grads_reach_fp32_weight():
+    h, w, y = _make(37, 24, 131, torch.float32)
+    h.requires_grad_()
+    w.requires_grad_()
+    with torch.autocast(device_type=DEVICE, dtype=torch.bfloat16):
+        loss = linear_cross_entropy(h, w, y)
+    loss.backward()
+    assert loss.dtype == torch.float32
+    assert w.grad.dtype == torch.float32 and h.grad.dtype == torch.float32
+    oracle = _torch_loss(h.bfloat16(), w.bfloat16(), y, "mean", 0.0, 0.0, torch.float32)
+    torch.testing.assert_close(loss.detach(), oracle[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(w.grad, oracle[2], rtol=2e-2, atol=2e-4)
+
+
+def test_impl_auto_on_cpu_is_reference():
+    h, w, y = _make(9, 16, 67, torch.float32, device="cpu")
+    torch.testing.assert_close(linear_cross_entropy(h, w, y, impl="auto"),
+                               linear_cross_entropy(h, w, y, impl="torch"), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(reduction="avg"), "reduction"),
+    (dict(impl="cuda"), "impl"),
+    (dict(z_loss=-1.0), "z_loss"),
+    (dict(softcap=float("nan")), "softcap"),
+])
+def test_bad_options(kwargs, match):
+    h, w, y = _make(4, 8, 11, torch.float32, device="cpu")
+    with pytest.raises(ValueError, match=match):
+        linear_cross_entropy(h, w, y, **kwargs)
+
+
+def test_bad_shapes_and_dtypes():
+    h, w, y = _make(4, 8, 11, torch.float32, device="cpu")
+    with pytest.raises(ValueError, match="hidden"):
+        linear_cross_entropy(h[:, :7], w, y)
+    with pytest.raises(ValueError, match="targets shape"):
+        linear_cross_entropy(h, w, y[:3])
+    with pytest.raises(ValueError, match="weight"):
+        linear_cross_entropy(h, w[None], y)
+    with pytest.raises(ValueError, match="integer"):
+        linear_cross_entropy(h, w, y.float())
+    with pytest.raises(ValueError, match="dtype"):
+        linear_cross_entropy(h.half(), w.half(), y)
+    with pytest.raises(ValueError, match=r"\[0, 11\)"):
+        linear_cross_entropy(h, w, torch.tensor([0, 1, 11, 2]))
+    with pytest.raises(ValueError, match="reduction"):
+        LinearCrossEntropy(reduction="avg")
+
+
+# ----------------------------------------------------------------- GPU only
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("shape", [(4097, 256, 50304), (1000, 768, 32003)])
+def test_gpu_bf16_large_vocab(shape):
+    T, d, V = shape
+    h, w, y = _make(T, d, V, torch.bfloat16, device="cuda", ignore_every=9)
+    for impl in ("triton", "torch"):
+        _check_against_oracle(h, w, y, "mean", 1e-4, 30.0, impl=impl)
+
+
+@gpu
+@needs_cuda
+def test_gpu_fp32_matches_oracle():
+    h, w, y = _make(777, 128, 5003, torch.float32, device="cuda")
+    _check_against_oracle(h, w, y, "sum", 1e-3, 0.0, impl="triton")
+
+
+@gpu
+@needs_cuda
+def test_gpu_extra_memory_is_bounded():
+    """Peak beyond inputs and gradients stays under the issue's 64 MiB target."""
+    T, d, V = 16384, 512, 50304
+    h, w, y = _make(T, d, V, torch.bfloat16, device="cuda", ignore_every=0)
+    h.requires_grad_()
+    w.requires_grad_()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    linear_cross_entropy(h, w, y, impl="triton").backward()
+    torch.cuda.synchronize()
+    grads = h.grad.nbytes + w.grad.nbytes
+    extra = torch.cuda.max_memory_allocated() - base - grads
+    assert extra <= 64 << 20, f"extra {extra / 2**20:.1f} MiB"
