@@ -191,7 +191,11 @@ GROUPS: Dict[str, type] = {
 def register_configs() -> None:
     """Register the schemas so YAML files can extend them (`defaults: [base_model, _self_]`)."""
     cs = ConfigStore.instance()
-    cs.store(name="base_config", node=Config)
+    node = OmegaConf.structured(Config)
+    # Grid axes are config keys chosen by the user, so the grid must accept new keys even though
+    # the rest of the config is closed: `sweep.grid={optim.lr:[1e-3,3e-3]}` adds or replaces an axis.
+    OmegaConf.set_struct(node.sweep.grid, False)
+    cs.store(name="base_config", node=node)
     for group, schema in GROUPS.items():
         cs.store(group=group, name=f"base_{group}", node=schema)
 
@@ -236,7 +240,7 @@ def validate(cfg: DictConfig | Config) -> None:
     _require(0 <= s.min_lr_ratio <= 1, "schedule.min_lr_ratio", f"must lie in [0, 1], got {s.min_lr_ratio}")
     _require(s.decay > 0, "schedule.decay", f"must be > 0, got {s.decay}")
     _require((t.tokens is None) != (t.steps is None), "train.tokens",
-             "set exactly one of train.tokens and train.steps")
+             "set exactly one of train.tokens and train.steps (train.tokens=null to count steps)")
     if t.tokens is not None:
         _require(t.tokens > 0, "train.tokens", f"must be > 0, got {t.tokens}")
     if t.steps is not None:

@@ -40,26 +40,28 @@ def register_runs(specs: list[RunSpec], store: RunStore) -> None:
 def run_sweep(specs: list[RunSpec], store: RunStore, show_progress: bool = True) -> SweepResult:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from scaling_cli.config import DataConfig
     from scaling_cli.data.prepare import prepare
-    from scaling_cli.train.trainer import train_run
+    from scaling_cli.train.trainer import pick_device, train_run
 
+    # Check devices and prepare every distinct dataset first: bad input fails before any run folder exists.
+    prepared = {}
+    for spec in specs:
+        pick_device(spec.config["train"]["device"])
+        key = data_key(spec)
+        if key not in prepared:
+            model = spec.config["model"]
+            prepared[key] = prepare(DataConfig(**spec.config["data"]), model["vocab_size"], model["seq_len"])
     register_runs(specs, store)
     todo = [s for s in specs if store.status(s.run_id)["state"] not in SKIP_STATES]
     # Largest-first would balance a parallel launcher; alone, smallest-first gives early results.
     todo.sort(key=lambda s: s.flops)
     states: Counter = Counter()
-    prepared: dict[tuple, object] = {}
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, disable=not show_progress, transient=False) as bar:
         sweep_task = bar.add_task("sweep", total=len(todo), info=f"{len(specs) - len(todo)} already finished")
         for spec in todo:
-            model, data_cfg = spec.config["model"], spec.config["data"]
-            key = (repr(sorted(data_cfg.items())), model["vocab_size"], model["seq_len"])
-            if key not in prepared:
-                from scaling_cli.config import DataConfig
-
-                prepared[key] = prepare(DataConfig(**data_cfg), model["vocab_size"], model["seq_len"])
             run_task = bar.add_task(spec.name, total=spec.steps, info="")
 
             def hook(done: int, total: int, metrics: dict, task=run_task) -> None:
@@ -67,7 +69,7 @@ def run_sweep(specs: list[RunSpec], store: RunStore, show_progress: bool = True)
                            info=f"loss {metrics['loss']:.3f}  {metrics['tokens_per_s'] / 1e3:.1f}k tok/s")
 
             try:
-                state = train_run(spec, store, prepared[key], progress=hook)
+                state = train_run(spec, store, prepared[data_key(spec)], progress=hook)
             except KeyboardInterrupt:
                 store.set_status(spec.run_id, "pending", note="interrupted; resumes from its last checkpoint")
                 raise
@@ -79,6 +81,12 @@ def run_sweep(specs: list[RunSpec], store: RunStore, show_progress: bool = True)
             bar.remove_task(run_task)
             bar.update(sweep_task, advance=1, info=", ".join(f"{k} {v}" for k, v in sorted(states.items())))
     return SweepResult(states=states, trained=len(todo), skipped=len(specs) - len(todo))
+
+
+def data_key(spec: RunSpec) -> tuple:
+    """Runs with equal keys share one tokenizer and token arrays."""
+    model = spec.config["model"]
+    return (repr(sorted(spec.config["data"].items())), model["vocab_size"], model["seq_len"])
 
 
 def _version() -> str:

@@ -24,6 +24,7 @@ import torch
 
 from scaling_cli.config import ModelConfig, OptimConfig, ScheduleConfig, TrainConfig
 from scaling_cli.data.packing import BatchOrder
+from scaling_cli.errors import UserError
 from scaling_cli.data.prepare import PreparedData
 from scaling_cli.model.gpt import GPT
 from scaling_cli.plan import RunSpec
@@ -53,7 +54,7 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("train.device: CUDA was asked for but no GPU is visible; set train.device=cpu")
+        raise UserError(f"train.device: {name!r} was asked for but no CUDA GPU is visible; set train.device=cpu or auto")
     return torch.device(name)
 
 
