@@ -84,6 +84,13 @@ def one_line(err: BaseException) -> str:
         seen.add(id(e))
         chain.append(e)
         e = e.__cause__ or e.__context__
+    for e in chain:
+        override = getattr(e, "override", None)
+        if isinstance(override, str):  # hydra's OverrideParseException: name the override itself
+            lines = [line.strip() for line in str(e).strip().splitlines()]
+            details = [line for line in lines if line and not line.startswith(("See http", "Error parsing"))]
+            reason = details[0] if details else "invalid syntax"
+            return f"{override.split('=', 1)[0]}: cannot parse the override {override!r} ({reason}); check its syntax"
     for e in chain:  # outermost first: inner OmegaConf errors hold unformatted templates
         key = getattr(e, "full_key", None)
         if isinstance(e, OmegaConfBaseException) and key:

@@ -61,7 +61,7 @@ class ModelConfig:
 class DataConfig:
     """Where the text comes from and how it becomes token sequences."""
 
-    source: str = "embedded"
+    source: str = MISSING
     """'embedded' (the shipped English-Spanish Bible table), a local file or folder
     (.txt, .jsonl/.json, .parquet, .csv), or a Hugging Face hub dataset name."""
     languages: List[str] = field(default_factory=lambda: ["en", "es"])

@@ -98,7 +98,7 @@ def expand(cfg: DictConfig) -> list[RunSpec]:
         for key, value in point.items():
             if key.split(".")[0] in _ID_EXCLUDED:
                 raise ConfigError(f"sweep.grid: {key!r} cannot vary inside a sweep; set it outside the grid")
-            if OmegaConf.select(run_cfg, key, default="__missing__") == "__missing__":
+            if not _has_key(run_cfg, key):
                 raise ConfigError(f"{key}: unknown config key in the sweep grid; check the spelling "
                                   "(`scaling-cli sweep --show-config` lists every key)")
             try:
@@ -112,6 +112,13 @@ def expand(cfg: DictConfig) -> list[RunSpec]:
             seen.add(spec.run_id)
             specs.append(spec)
     return specs
+
+
+def _has_key(cfg: DictConfig, dotted: str) -> bool:
+    """True for a key of the schema, also when its value is still required (???)."""
+    parent_key, _, leaf = dotted.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    return isinstance(parent, DictConfig) and leaf in parent.keys()
 
 
 def _check_complete(run_cfg: DictConfig) -> None:

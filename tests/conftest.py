@@ -9,12 +9,17 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 # Tiny proxies are faster on one thread, and two test processes must not fight over cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Without a GPU the Triton kernels run under the interpreter. This must be set before triton is
+# first imported anywhere in the session, so it lives here rather than in one test module.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # Overrides that make a run train in about a second on one CPU core.
 TINY_OVERRIDES = [

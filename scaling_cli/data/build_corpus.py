@@ -31,7 +31,9 @@ HELD_OUT_SHARE = {"validation": 0.05, "test": 0.05}
 
 # One verse per line: an optional heading that diatheke carries over ("A Psalm by David.  "),
 # then "Book C:V: text". Book names may hold digits, spaces and parentheses ("Esther (Greek)").
-_VERSE = re.compile(r"(?:^|\s{2})((?:[1-4] )?[A-Z][A-Za-z ()]*?) (\d+):(\d+): (.*)$")
+# Words of a book name are joined by single spaces, so a heading such as "ALEPH" that precedes the
+# book after two spaces is never taken as part of the name.
+_VERSE = re.compile(r"(?:^|\s{2})((?:[1-4] )?[A-Z][A-Za-z()]*(?: [A-Za-z()]+)*) (\d+):(\d+): (.*)$")
 # A word element that touches a word or another element on either side needs a space there.
 _GLUED_BEFORE = re.compile(r"(?<=\w)(?=<w[ >])")
 _GLUED_AFTER = re.compile(r"</w>(?=<w[ >]|\w)")

@@ -64,12 +64,12 @@ def _embedded(cfg: DataConfig) -> Documents:
             continue  # the test split is kept for downstream evaluation
         for lang in cfg.languages:
             docs[split].append(" ".join(chapter[lang]))
-    return Documents(docs["train"], docs["validation"], embedded_identity(cfg))
+    return Documents(_cap(docs["train"], cfg), docs["validation"], embedded_identity(cfg))
 
 
 def embedded_identity(cfg: DataConfig) -> str:
     """Cache key material for the embedded corpus, computable without reading it."""
-    return f"embedded:{_file_digest(EMBEDDED_CORPUS)}:{','.join(cfg.languages)}"
+    return f"embedded:{_file_digest(EMBEDDED_CORPUS)}:{','.join(cfg.languages)}:{cfg.max_documents}"
 
 
 def _local(cfg: DataConfig, path: Path) -> Documents:

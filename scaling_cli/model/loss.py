@@ -15,8 +15,9 @@ from scaling_kernels import linear_cross_entropy
 
 def lm_loss(hidden: Tensor, weight: Tensor, targets: Tensor, cfg: ModelConfig, reduction: str = "mean") -> Tensor:
     """Cross-entropy of `targets` under logits hidden @ weight.T, plus z-loss and soft-capping
-    as configured. reduction: 'mean' over non-ignored tokens, 'sum', or 'none' (per token)."""
-    return linear_cross_entropy(
+    as configured. reduction: 'mean' over non-ignored tokens, 'sum', or 'none' (per token,
+    in the shape of `targets`)."""
+    loss = linear_cross_entropy(
         hidden.reshape(-1, hidden.shape[-1]),
         weight,
         targets.reshape(-1),
@@ -25,3 +26,4 @@ def lm_loss(hidden: Tensor, weight: Tensor, targets: Tensor, cfg: ModelConfig, r
         softcap=cfg.logit_softcap,
         impl=cfg.loss_impl,
     )
+    return loss.view(targets.shape) if reduction == "none" else loss
