@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from scaling_cli.errors import UserError
+from scaling_cli.evals.config import EvalConfig
 
 
 class ConfigError(UserError):
@@ -174,6 +175,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
@@ -184,6 +186,7 @@ GROUPS: Dict[str, type] = {
     "optim": OptimConfig,
     "schedule": ScheduleConfig,
     "train": TrainConfig,
+    "eval": EvalConfig,
     "store": StoreConfig,
 }
 

@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from scaling_cli.config import ModelConfig, OptimConfig, ScheduleConfig, TrainConfig
+from scaling_cli.config import EvalConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig
 from scaling_cli.data.packing import BatchOrder
 from scaling_cli.errors import UserError
 from scaling_cli.data.prepare import PreparedData
+from scaling_cli.evals import downstream_evals
 from scaling_cli.model.gpt import GPT
 from scaling_cli.plan import RunSpec
 from scaling_cli.store import CURVE_COLUMNS, EVAL_COLUMNS, RunStore
@@ -42,12 +43,13 @@ class RunConfig:
     optim: OptimConfig
     schedule: ScheduleConfig
     train: TrainConfig
+    eval: EvalConfig
 
     @classmethod
     def from_spec(cls, spec: RunSpec) -> "RunConfig":
         c = spec.config
-        return cls(ModelConfig(**c["model"]), OptimConfig(**c["optim"]),
-                   ScheduleConfig(**c["schedule"]), TrainConfig(**c["train"]))
+        return cls(ModelConfig(**c["model"]), OptimConfig(**c["optim"]), ScheduleConfig(**c["schedule"]),
+                   TrainConfig(**c["train"]), EvalConfig(**c.get("eval", {})))
 
 
 def pick_device(name: str) -> torch.device:
@@ -108,6 +110,7 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
     log = _Log()
 
     start, initial_loss, elapsed_before = 0, None, 0.0
+    eval_seconds = [0.0]  # time spent in downstream evals, reported in status.json
     if store.exists(spec.run_id, "checkpoint.pt"):
         ckpt = torch.load(store.fs.open(store.run_path(spec.run_id, "checkpoint.pt"), "rb"),
                           map_location=device, weights_only=False)
@@ -128,10 +131,17 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
         store.set_status(spec.run_id, "running", step=step, host=socket.gethostname(), pid=os.getpid())
 
     def evaluate(step: int) -> float:
-        value = validation_loss(model, data.validation, cfg.train, device, autocast_context(device, cfg.train.precision))
-        log.evals.append({"step": step, "tokens": step * spec.batch_size_tokens,
-                          "flops": step * spec.batch_size_tokens * spec.flops_per_token,
-                          "task": "val", "metric": "loss", "value": value})
+        autocast = autocast_context(device, cfg.train.precision)
+        value = validation_loss(model, data.validation, cfg.train, device, autocast)
+        rows = [{"task": "val", "metric": "loss", "value": value}]
+        final = step == spec.steps
+        if cfg.eval.tasks and (final or (cfg.eval.interval and step and step % cfg.eval.interval == 0)):
+            started = time.perf_counter()
+            rows += downstream_evals(model, data.tokenizer, cfg.eval, device, autocast)
+            eval_seconds[0] += time.perf_counter() - started
+        position = {"step": step, "tokens": step * spec.batch_size_tokens,
+                    "flops": step * spec.batch_size_tokens * spec.flops_per_token}
+        log.evals.extend({**position, **row} for row in rows)
         return value
 
     if start == 0:
@@ -199,7 +209,7 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
     store.write_table(spec.run_id, "evals", evals)
     store.write_with(spec.run_id, "model.pt", lambda f: torch.save(model.state_dict(), f))
     store.set_status(spec.run_id, "done", step=spec.steps, val_loss=final_loss,
-                     elapsed_s=time.perf_counter() - t0, device=str(device))
+                     elapsed_s=time.perf_counter() - t0, downstream_eval_s=eval_seconds[0], device=str(device))
     store.remove(spec.run_id, "checkpoint.pt")
     return "done"
 
