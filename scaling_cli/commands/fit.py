@@ -1,0 +1,150 @@
+"""`scaling-cli fit RUNS_OR_TABLE`: fit every scaling law, write OUTDIR/fit.json and plots.
+
+    scaling-cli fit runs/                          # a run store written by `scaling-cli sweep`
+    scaling-cli fit results.csv --loss-col loss_c4_val --params-col N_nonembed --params-kind nonembed
+    scaling-cli fit results.parquet --where "params < 5e8" -o fits/small
+
+Thin: parse flags, load and validate the input (fit/table.py), call fit/pipeline.fit_all, write
+the report (fit/artifact.py) and figures (plots.py), print a summary. Heavy imports stay inside
+run() so `scaling-cli --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "fit", help="fit scaling laws to a run store or a table of runs",
+        description="Fit the parametric law L(N,D) (Huber on log L, multi-start, bootstrap), Chinchilla "
+                    "approaches 1-2, the compute-only law per D/N, LR and batch-size optima, and the "
+                    "schedule-aware curve laws; select the loss law by leave-largest-size-out error; "
+                    "write OUTDIR/fit.json and PNG plots.",
+        epilog="A table has one row per run (or per run and step, with run_id and step columns). "
+               "Example: scaling-cli fit runs.csv --where 'params < 5e8' --n-boot 500")
+    p.add_argument("source", metavar="RUNS_OR_TABLE",
+                   help="run-store root (directory or fsspec URL) or a .csv/.tsv/.parquet table of runs")
+    p.add_argument("-o", "--outdir", default=None,
+                   help="output folder (default: <store>/_fit, or <table stem>_fit/ beside the table)")
+    cols = p.add_argument_group("columns (tables)")
+    cols.add_argument("--params-col", default="params", help="column with the parameter count N (default: params)")
+    cols.add_argument("--tokens-col", default="tokens", help="column with training tokens D (default: tokens)")
+    cols.add_argument("--loss-col", default="loss", help="column with the final loss in nats/token (default: loss)")
+    cols.add_argument("--flops-col", default=None, help="column with training FLOPs (default: 'flops' if present, else C = 6ND)")
+    cols.add_argument("--lr-col", default=None, help="column with the peak learning rate (default: 'lr' if present)")
+    cols.add_argument("--batch-size-col", default=None, help="column with tokens per step (default: 'batch_size' if present)")
+    cols.add_argument("--params-kind", choices=("total", "nonembed"), default="total",
+                      help="what the params column counts; for a store, 'nonembed' uses params_nonembed (default: total)")
+    cols.add_argument("--where", action="append", default=[], metavar="EXPR",
+                      help="keep rows matching a pandas query, e.g. \"params < 5e8\"; repeatable (all must hold)")
+    fit = p.add_argument_group("fitting")
+    fit.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples over runs (default: 200; 0: no intervals)")
+    fit.add_argument("--grid-size", type=int, default=4, help="initial values per parameter: 4 gives 4^5 = 1024 starts (default: 4)")
+    fit.add_argument("--level", type=float, default=0.9, help="two-sided interval level (default: 0.9)")
+    fit.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
+    fit.add_argument("--curve-groups", type=int, default=8, help="most model sizes given curve-law fits (default: 8)")
+    fit.add_argument("--no-plots", action="store_true", help="write fit.json only")
+    p.set_defaults(func=run)
+
+
+def default_outdir(source: str, is_table: bool) -> str:
+    if is_table:
+        path = Path(source)
+        return str(path.with_name(f"{path.stem}_fit"))
+    return f"{str(source).rstrip('/')}/_fit"
+
+
+def _fmt_interval(iv) -> str:
+    if not iv or iv[0] is None:
+        return ""
+    return f" [{iv[0]:.3g}, {iv[1]:.3g}]"
+
+
+def summarize(report: dict, out_path: str, plots: list[str]) -> str:
+    """A short plain-text table of what was fitted."""
+    data = report["data"]
+    lines = [f"fit {data['n_runs']} runs from {data['source']}: {data['n_points']} with a loss, "
+             f"{data['n_diverged']} diverged; params: {data['params_kind']}; FLOPs: {data['flops_source']}"]
+    lines += [f"  note: {note}" for note in data.get("notes", []) if "6*N*D" not in note]
+    laws = report["laws"]
+    for name, entry in laws.items():
+        status = entry.get("status", "?")
+        if status != "ok":
+            lines.append(f"  {name:<15} {status}: {entry.get('reason', '')}")
+            continue
+        if name == "chinchilla":
+            p, iv = entry["params"], entry["intervals"]
+            text = "  ".join(f"{k}={p[k]:.4g}{_fmt_interval(iv[k])}" for k in p)
+            d = entry["derived"]["values"]
+            text += f"  | N_opt ∝ C^{d['n_opt_exponent']:.3f}, RMSE(log L) {entry['residuals']['rmse_log']:.4f}"
+        elif name == "compute_only":
+            text = "; ".join(f"D/N≈{g['M']:.3g}: alpha={g['params']['alpha']:.3f}{_fmt_interval(g['intervals']['alpha'])}"
+                             for g in entry["groups"][:4])
+        elif name in ("approach1", "approach2"):
+            a, b = entry["n_opt"], entry["d_opt"]
+            text = (f"N_opt ∝ C^{a['exponent']:.3f}{_fmt_interval(a['exponent_interval'])}, "
+                    f"D_opt ∝ C^{b['exponent']:.3f}{_fmt_interval(b['exponent_interval'])}")
+        elif name in ("lr_opt", "batch_size_opt"):
+            form = entry["forms"].get(entry["preferred"] or "", {})
+            text = f"{len(entry['cells'])} cell optima; " + (
+                f"{entry['preferred']}: coef {form['coef']:.3g}, exponents "
+                + ", ".join(f"{e:.3f}" for e in form["exponents"]) if form.get("status") == "ok" else "no power law")
+        elif name == "curves":
+            parts = []
+            for g in entry["groups"][:3]:
+                errs = {k: v.get("heldout_mean_abs_rel_error") for k, v in g["laws"].items()}
+                parts.append(f"N={g['params']:.3g}: " + ", ".join(
+                    f"{k} held-out {v:.2%}" if v is not None else f"{k} ok" for k, v in errs.items()))
+            text = "; ".join(parts)
+        else:
+            text = ""
+        lines.append(f"  {name:<15} ok  {text}")
+    hold = report.get("holdout", {})
+    for law, score in hold.get("scores", {}).items():
+        if "rmse_log" in score:
+            lines.append(f"  held-out (N≈{hold['heldout_params']:.3g}) {law}: RMSE(log L) {score['rmse_log']:.4f}, "
+                         f"mean |rel err| {score['mean_abs_rel_error']:.2%}")
+    sel = report["selection"]
+    lines.append(f"selected loss law: {sel['loss_law']} ({sel['reason']})")
+    lines.append(f"wrote {out_path}" + (f" and {len(plots)} plot(s)" if plots else ""))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    import warnings
+
+    from scaling_cli.errors import UserError
+    from scaling_cli.fit import artifact, pipeline, table
+    from scaling_cli.fit.bootstrap import FitOptions
+
+    start = time.perf_counter()
+    spec = table.ColumnSpec(params=args.params_col, tokens=args.tokens_col, loss=args.loss_col,
+                            flops=args.flops_col, lr=args.lr_col, batch_size=args.batch_size_col,
+                            where=list(args.where), params_kind=args.params_kind)
+    try:
+        options = FitOptions(n_boot=args.n_boot, grid_size=args.grid_size, level=args.level, seed=args.seed,
+                             curve_groups=args.curve_groups)
+    except ValueError as err:
+        raise UserError(f"{err}; fix --level/--n-boot/--grid-size") from err
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", table.DataWarning)
+        prepared = table.load_input(args.source, spec)
+        report = pipeline.fit_all(prepared, options)
+    for w in caught:
+        if issubclass(w.category, table.DataWarning):
+            print(f"scaling-cli fit: warning: {w.message}", file=sys.stderr)
+    outdir = args.outdir or default_outdir(args.source, table.is_table(args.source))
+    plots = []
+    if not args.no_plots:
+        from scaling_cli import plots as plotting
+
+        plots = plotting.make_plots(report, prepared, outdir)
+    report["plots"] = [p.rsplit("/", 1)[-1] for p in plots]
+    report["elapsed_s"] = round(time.perf_counter() - start, 2)
+    path = artifact.write_report(report, outdir)
+    print(summarize(report, path, plots))
+    return 0
