@@ -154,6 +154,38 @@ class StoreConfig:
 
 
 @dataclass
+class LauncherConfig:
+    """Where and how the runs of a sweep execute. Every backend claims runs through leases in
+    the store, so several launchers (or machines) can share one store safely."""
+
+    name: str = "local"
+    """'local' (this machine), 'ray' (a Ray cluster) or 'slurm' (submitit)."""
+    workers: int = 0
+    """local: worker processes; 0 means one per visible GPU, or 1 on a CPU-only machine."""
+    lease_ttl_s: float = 120.0
+    """A run's claim lapses this long after its worker's last heartbeat (a dead worker on the
+    same host is noticed at once)."""
+    ray_address: Optional[str] = None
+    """ray: cluster address ('auto', 'ray://host:10001'); None starts a local Ray instance."""
+    ray_num_gpus: float = 0.0
+    """ray: GPUs requested per run (1 on a GPU cluster; fractions share a GPU)."""
+    ray_num_cpus: float = 1.0
+    """ray: CPUs requested per run."""
+    slurm_cluster: str = "slurm"
+    """slurm: submitit cluster, 'slurm' on a real cluster, 'local' or 'debug' to test without one."""
+    slurm_folder: str = "submitit_logs"
+    """slurm: where submitit keeps job scripts and logs."""
+    slurm_partition: Optional[str] = None
+    slurm_time_min: int = 60
+    """slurm: time limit per job, minutes."""
+    slurm_gpus_per_node: int = 0
+    slurm_cpus_per_task: int = 4
+    slurm_mem_gb: int = 16
+    slurm_array_parallelism: int = 64
+    """slurm: most array tasks running at once."""
+
+
+@dataclass
 class SweepConfig:
     """A grid of runs. Axes are config keys ('optim.lr', 'model.d_model')."""
 
@@ -177,6 +209,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
@@ -188,6 +221,7 @@ GROUPS: Dict[str, type] = {
     "train": TrainConfig,
     "eval": EvalConfig,
     "store": StoreConfig,
+    "launcher": LauncherConfig,
 }
 
 
@@ -214,6 +248,8 @@ _CHOICES = {
     "schedule.name": ("constant", "cosine", "linear", "wsd"),
     "schedule.decay_shape": ("linear", "cosine", "sqrt"),
     "train.precision": ("auto", "bf16", "fp32"),
+    "launcher.name": ("local", "ray", "slurm"),
+    "launcher.slurm_cluster": ("slurm", "local", "debug"),
 }
 
 
@@ -252,6 +288,9 @@ def validate(cfg: DictConfig | Config) -> None:
         _require(getattr(t, name) > 0, f"train.{name}", f"must be a positive integer, got {getattr(t, name)}")
     _require(t.divergence_factor > 1, "train.divergence_factor", f"must be > 1, got {t.divergence_factor}")
     _require(t.threads >= 0, "train.threads", f"must be >= 0, got {t.threads}")
+    lc = c.launcher
+    _require(lc.workers >= 0, "launcher.workers", f"must be >= 0 (0: one per GPU), got {lc.workers}")
+    _require(lc.lease_ttl_s > 0, "launcher.lease_ttl_s", f"must be > 0, got {lc.lease_ttl_s}")
     d = c.data
     _require(0 < d.val_fraction < 1, "data.val_fraction", f"must lie in (0, 1), got {d.val_fraction}")
     _require(len(d.languages) > 0, "data.languages", "name at least one language (en, es)")

@@ -1,21 +1,24 @@
-"""Run a planned sweep locally, one run after another, with progress bars.
+"""Run a planned sweep on the configured backend: this machine, a Ray cluster, or SLURM.
 
-Finished runs (done, diverged) are skipped; unfinished ones resume from their last checkpoint;
-a run that raises is recorded as failed with its error and the sweep goes on. Ctrl-C marks the
-run in flight as pending (its last checkpoint stays) and stops, so re-running the same
-command continues where it left off.
+The launcher writes every run's spec up front (so `status` sees the whole sweep at once),
+checks devices and prepares data before any training, then hands runs to workers. Workers
+claim runs through leases in the store (scaling_cli.worker), so re-running a sweep, running
+two sweeps on one store, or mixing backends never trains a run twice, and finished runs are
+skipped. Runs go smallest-first on one worker (early results) and largest-first on many (so
+the long ones do not straggle at the end).
 """
 
 from __future__ import annotations
 
-import traceback
+import os
 from collections import Counter
 from dataclasses import dataclass
 
+from scaling_cli.config import LauncherConfig
+from scaling_cli.errors import UserError
 from scaling_cli.plan import RunSpec
 from scaling_cli.store import RunStore
-
-SKIP_STATES = ("done", "diverged")
+from scaling_cli.worker import BUSY, SKIP_STATES, execute_run, prepared_data, verify_finished
 
 
 @dataclass
@@ -37,30 +40,49 @@ def register_runs(specs: list[RunSpec], store: RunStore) -> None:
             store.write_json(spec.run_id, "spec.json", {**spec.summary(), **provenance})
 
 
-def run_sweep(specs: list[RunSpec], store: RunStore, show_progress: bool = True) -> SweepResult:
+def run_sweep(specs: list[RunSpec], store: RunStore, launcher: LauncherConfig | None = None,
+              show_progress: bool = True) -> SweepResult:
+    from scaling_cli.train.trainer import pick_device
+
+    launcher = launcher or LauncherConfig()
+    # Bad input fails here, before any run folder exists: devices, then data.
+    for spec in specs:
+        if launcher.name == "local":
+            pick_device(spec.config["train"]["device"])
+        prepared_data(spec)
+    register_runs(specs, store)
+    todo = [s for s in specs
+            if not (store.status(s.run_id)["state"] in SKIP_STATES and verify_finished(store, s.run_id))]
+    workers = _local_workers(launcher) if launcher.name == "local" else len(todo)
+    todo.sort(key=lambda s: s.flops, reverse=workers > 1)
+    if launcher.name == "ray":
+        outcomes = _run_ray(todo, store.root, launcher)
+    elif launcher.name == "slurm":
+        outcomes = _run_slurm(todo, store.root, launcher)
+    elif workers > 1:
+        outcomes = _run_processes(todo, store.root, launcher, workers)
+    else:
+        outcomes = _run_here(todo, store.root, launcher, show_progress)
+    return SweepResult(states=Counter(outcomes), trained=len(todo), skipped=len(specs) - len(todo))
+
+
+def _local_workers(launcher: LauncherConfig) -> int:
+    if launcher.workers:
+        return launcher.workers
+    import torch
+
+    return max(1, torch.cuda.device_count())
+
+
+def _run_here(todo: list[RunSpec], root: str, launcher: LauncherConfig, show_progress: bool) -> list[str]:
+    """One run after another in this process, with a bar for the sweep and one for the run."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from scaling_cli.config import DataConfig
-    from scaling_cli.data.prepare import prepare
-    from scaling_cli.train.trainer import pick_device, train_run
-
-    # Check devices and prepare every distinct dataset first: bad input fails before any run folder exists.
-    prepared = {}
-    for spec in specs:
-        pick_device(spec.config["train"]["device"])
-        key = data_key(spec)
-        if key not in prepared:
-            model = spec.config["model"]
-            prepared[key] = prepare(DataConfig(**spec.config["data"]), model["vocab_size"], model["seq_len"])
-    register_runs(specs, store)
-    todo = [s for s in specs if store.status(s.run_id)["state"] not in SKIP_STATES]
-    # Largest-first would balance a parallel launcher; alone, smallest-first gives early results.
-    todo.sort(key=lambda s: s.flops)
-    states: Counter = Counter()
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, disable=not show_progress, transient=False) as bar:
-        sweep_task = bar.add_task("sweep", total=len(todo), info=f"{len(specs) - len(todo)} already finished")
+    outcomes: list[str] = []
+    with Progress(*columns, disable=not show_progress) as bar:
+        sweep_task = bar.add_task("sweep", total=len(todo), info="")
         for spec in todo:
             run_task = bar.add_task(spec.name, total=spec.steps, info="")
 
@@ -68,25 +90,73 @@ def run_sweep(specs: list[RunSpec], store: RunStore, show_progress: bool = True)
                 bar.update(task, completed=done,
                            info=f"loss {metrics['loss']:.3f}  {metrics['tokens_per_s'] / 1e3:.1f}k tok/s")
 
-            try:
-                state = train_run(spec, store, prepared[data_key(spec)], progress=hook)
-            except KeyboardInterrupt:
-                store.set_status(spec.run_id, "pending", note="interrupted; resumes from its last checkpoint")
-                raise
-            except Exception as err:  # a crashing run must not take the sweep down with it
-                store.set_status(spec.run_id, "failed", error=f"{type(err).__name__}: {err}",
-                                 traceback=traceback.format_exc(limit=8))
-                state = "failed"
-            states[state] += 1
+            outcomes.append(execute_run(spec, root, launcher.lease_ttl_s, progress=hook))
             bar.remove_task(run_task)
-            bar.update(sweep_task, advance=1, info=", ".join(f"{k} {v}" for k, v in sorted(states.items())))
-    return SweepResult(states=states, trained=len(todo), skipped=len(specs) - len(todo))
+            counts = Counter(outcomes)
+            bar.update(sweep_task, advance=1, info=", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return outcomes
 
 
-def data_key(spec: RunSpec) -> tuple:
-    """Runs with equal keys share one tokenizer and token arrays."""
-    model = spec.config["model"]
-    return (repr(sorted(spec.config["data"].items())), model["vocab_size"], model["seq_len"])
+def _pin_gpu(queue) -> None:
+    """Process-pool initializer: each worker takes one GPU index for its whole life."""
+    index = queue.get()
+    if index is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(index)
+
+
+def _run_processes(todo: list[RunSpec], root: str, launcher: LauncherConfig, workers: int) -> list[str]:
+    """Several worker processes on this machine, one per GPU when there are GPUs."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch
+
+    ctx = mp.get_context("spawn")  # CUDA cannot be forked
+    gpus = torch.cuda.device_count()
+    queue = ctx.Queue()
+    for i in range(workers):
+        queue.put(i % gpus if gpus else None)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_pin_gpu, initargs=(queue,)) as pool:
+        futures = [pool.submit(execute_run, spec, root, launcher.lease_ttl_s) for spec in todo]
+        return [future.result() for future in as_completed(futures)]
+
+
+def _run_ray(todo: list[RunSpec], root: str, launcher: LauncherConfig) -> list[str]:
+    """One Ray task per run, each asking for its GPUs and CPUs; the store root must be reachable
+    from every node (a shared filesystem or an fsspec URL such as s3://)."""
+    try:
+        import ray
+    except ImportError as err:
+        raise UserError("launcher.name: 'ray' needs the ray package; pip install 'scaling-cli[ray]'") from err
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=launcher.ray_address, include_dashboard=False, log_to_driver=False,
+                 ignore_reinit_error=True)
+    try:
+        task = ray.remote(num_gpus=launcher.ray_num_gpus, num_cpus=launcher.ray_num_cpus, max_retries=1)(execute_run)
+        return ray.get([task.remote(spec, root, launcher.lease_ttl_s) for spec in todo])
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _run_slurm(todo: list[RunSpec], root: str, launcher: LauncherConfig) -> list[str]:
+    """The runs as one SLURM array job through submitit ('local'/'debug' clusters run without SLURM)."""
+    try:
+        import submitit
+    except ImportError as err:
+        raise UserError("launcher.name: 'slurm' needs the submitit package; pip install 'scaling-cli[slurm]'") from err
+    if not todo:
+        return []
+    executor = submitit.AutoExecutor(folder=launcher.slurm_folder, cluster=launcher.slurm_cluster)
+    params = {"timeout_min": launcher.slurm_time_min}
+    if launcher.slurm_cluster == "slurm":
+        params.update(slurm_partition=launcher.slurm_partition, gpus_per_node=launcher.slurm_gpus_per_node,
+                      cpus_per_task=launcher.slurm_cpus_per_task, mem_gb=launcher.slurm_mem_gb,
+                      slurm_array_parallelism=launcher.slurm_array_parallelism)
+    executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    jobs = executor.map_array(execute_run, todo, [root] * len(todo), [launcher.lease_ttl_s] * len(todo))
+    return [job.result() for job in jobs]
 
 
 def _version() -> str:
@@ -106,3 +176,6 @@ def _git_sha() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None
+
+
+__all__ = ["BUSY", "SweepResult", "register_runs", "run_sweep"]

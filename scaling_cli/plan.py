@@ -24,7 +24,7 @@ from scaling_cli.model.counting import count_params, flops_per_token
 
 GROUP_KEYS = tuple(Config.__dataclass_fields__)
 # Keys that do not change what a run computes, so they stay out of its id.
-_ID_EXCLUDED = ("store", "sweep")
+_ID_EXCLUDED = ("store", "sweep", "launcher")
 _ID_EXCLUDED_TRAIN = ("device", "threads", "compile", "log_interval", "checkpoint_interval")
 
 

@@ -25,6 +25,8 @@ from typing import Any, Callable, Iterator
 import fsspec
 import pandas as pd
 
+from scaling_cli.faults import crash_point
+
 STATES = ("pending", "running", "done", "diverged", "failed")
 FINISHED = ("done", "diverged", "failed")
 
@@ -66,6 +68,7 @@ class RunStore:
         tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
         with self.fs.open(tmp, "wb") as f:
             f.write(data)
+        crash_point("store_write")
         self.fs.mv(tmp, final)
 
     def write_with(self, run_id: str, name: str, writer: Callable[[Any], None]) -> None:
@@ -96,6 +99,17 @@ class RunStore:
         path = self.run_path(run_id, name)
         if self.fs.exists(path):
             self.fs.rm(path)
+
+    def quarantine(self, run_id: str, name: str, reason: str) -> str:
+        """Move an unreadable file out of the run into <root>/_quarantine/, with a note saying why.
+        Returns where it went. The run then redoes what the file held instead of trusting it."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = f"{self.path}/_quarantine/{run_id}/{stamp}-{name}"
+        self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+        self.fs.mv(self.run_path(run_id, name), target)
+        with self.fs.open(f"{target}.reason.txt", "w") as f:
+            f.write(reason + "\n")
+        return target
 
     # --- status ------------------------------------------------------------------------------
     def status(self, run_id: str) -> dict:

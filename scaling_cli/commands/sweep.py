@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     store = RunStore(cfg.store.root)
     _check_writable(store)
-    result = run_sweep(specs, store, show_progress=not args.no_progress)
+    result = run_sweep(specs, store, cfg.launcher, show_progress=not args.no_progress)
     print_sweep_result(result, store)
     return 1 if result.states.get("failed") else 0
 

@@ -14,6 +14,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
@@ -27,6 +28,7 @@ from scaling_cli.data.packing import BatchOrder
 from scaling_cli.errors import UserError
 from scaling_cli.data.prepare import PreparedData
 from scaling_cli.evals import downstream_evals
+from scaling_cli.faults import crash_point
 from scaling_cli.model.gpt import GPT
 from scaling_cli.plan import RunSpec
 from scaling_cli.store import CURVE_COLUMNS, EVAL_COLUMNS, RunStore
@@ -111,9 +113,8 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
 
     start, initial_loss, elapsed_before = 0, None, 0.0
     eval_seconds = [0.0]  # time spent in downstream evals, reported in status.json
-    if store.exists(spec.run_id, "checkpoint.pt"):
-        ckpt = torch.load(store.fs.open(store.run_path(spec.run_id, "checkpoint.pt"), "rb"),
-                          map_location=device, weights_only=False)
+    ckpt = load_checkpoint(store, spec.run_id, device)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start, initial_loss, elapsed_before = ckpt["step"], ckpt["initial_loss"], ckpt["elapsed_s"]
@@ -125,6 +126,7 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
         curve, evals = log.frames()
         store.write_table(spec.run_id, "curve", curve)
         store.write_table(spec.run_id, "evals", evals)
+        crash_point("checkpoint")
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                  "initial_loss": initial_loss, "elapsed_s": elapsed}
         store.write_with(spec.run_id, "checkpoint.pt", lambda f: torch.save(state, f))
@@ -163,6 +165,7 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        crash_point("step")
         pending_losses.append(loss.detach())
         pending_norms.append(grad_norm.detach())
 
@@ -212,6 +215,26 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
                      elapsed_s=time.perf_counter() - t0, downstream_eval_s=eval_seconds[0], device=str(device))
     store.remove(spec.run_id, "checkpoint.pt")
     return "done"
+
+
+def load_checkpoint(store: RunStore, run_id: str, device: torch.device) -> dict | None:
+    """The run's last checkpoint, or None. An unreadable one is quarantined and reported, and the
+    run starts over, since its tables cannot be trusted to match any step either."""
+    if not store.exists(run_id, "checkpoint.pt"):
+        return None
+    try:
+        with store.fs.open(store.run_path(run_id, "checkpoint.pt"), "rb") as f:
+            ckpt = torch.load(f, map_location=device, weights_only=False)
+        if not {"model", "optimizer", "step"} <= set(ckpt):
+            raise ValueError("missing model/optimizer/step entries")
+        return ckpt
+    except Exception as err:  # torch raises many types for a truncated or foreign file
+        where = store.quarantine(run_id, "checkpoint.pt", f"unreadable checkpoint: {type(err).__name__}: {err}")
+        warnings.warn(f"run {run_id}: checkpoint unreadable ({type(err).__name__}); moved to {where}, "
+                      "training this run from the start")
+        for name in ("curve.parquet", "evals.parquet"):
+            store.remove(run_id, name)
+        return None
 
 
 def divergence(losses: np.ndarray, initial_loss: float, factor: float) -> str | None:

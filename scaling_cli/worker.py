@@ -1,0 +1,85 @@
+"""Execute one run wherever a backend placed it: claim it, train it, record the outcome.
+
+Every backend (local processes, Ray tasks, SLURM jobs) calls `execute_run`, so the rules
+are the same everywhere: a run is trained only by the worker holding its lease; a finished
+run (done, diverged) is never trained again; a crash is recorded as `failed` with its error;
+an interrupt leaves the run `pending` with its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+from scaling_cli.plan import RunSpec
+from scaling_cli.store import RunStore
+
+SKIP_STATES = ("done", "diverged")
+BUSY = "busy"
+"""Outcome of a run that another live worker holds."""
+FINISHED_ELSEWHERE = "finished elsewhere"
+"""Outcome of a run that another worker finished between planning and claiming."""
+
+_prepared: dict[tuple, object] = {}  # per process: runs sharing data share tokenizer and arrays
+
+
+def data_key(spec: RunSpec) -> tuple:
+    """Runs with equal keys share one tokenizer and token arrays."""
+    model = spec.config["model"]
+    return (repr(sorted(spec.config["data"].items())), model["vocab_size"], model["seq_len"])
+
+
+def prepared_data(spec: RunSpec):
+    from scaling_cli.config import DataConfig
+    from scaling_cli.data.prepare import prepare
+
+    key = data_key(spec)
+    if key not in _prepared:
+        model = spec.config["model"]
+        _prepared[key] = prepare(DataConfig(**spec.config["data"]), model["vocab_size"], model["seq_len"])
+    return _prepared[key]
+
+
+def verify_finished(store: RunStore, run_id: str) -> bool:
+    """A finished run's tables must be readable; unreadable ones are quarantined and the run redone."""
+    for name in ("evals", "curve"):
+        if not store.exists(run_id, f"{name}.parquet"):
+            continue
+        try:
+            store.read_table(run_id, name)
+        except Exception as err:  # pyarrow raises several types for a damaged file
+            store.quarantine(run_id, f"{name}.parquet", f"unreadable table: {type(err).__name__}: {err}")
+            store.set_status(run_id, "pending", note=f"{name}.parquet was unreadable and is quarantined; retraining")
+            return False
+    return True
+
+
+def remove_orphans(store: RunStore, run_id: str) -> None:
+    """Temporary files of writes that a killed worker never renamed; only the lease holder may do this."""
+    for entry in store.fs.ls(store.run_path(run_id), detail=False):
+        if ".tmp-" in entry.rsplit("/", 1)[-1]:
+            store.fs.rm(entry)
+
+
+def execute_run(spec: RunSpec, root: str, lease_ttl_s: float, progress=None) -> str:
+    """Train `spec` into the store at `root` unless it is finished or held; return its outcome."""
+    from scaling_cli.lease import try_claim
+    from scaling_cli.train import trainer
+
+    store = RunStore(root)
+    lease = try_claim(store, spec.run_id, ttl=lease_ttl_s)
+    if lease is None:
+        return BUSY
+    with lease:
+        state = store.status(spec.run_id)["state"]
+        if state in SKIP_STATES and verify_finished(store, spec.run_id):
+            return FINISHED_ELSEWHERE
+        remove_orphans(store, spec.run_id)
+        try:
+            return trainer.train_run(spec, store, prepared_data(spec), progress=progress)
+        except KeyboardInterrupt:
+            store.set_status(spec.run_id, "pending", note="interrupted; resumes from its last checkpoint")
+            raise
+        except Exception as err:  # a crashing run must not take the sweep down with it
+            store.set_status(spec.run_id, "failed", error=f"{type(err).__name__}: {err}",
+                             traceback=traceback.format_exc(limit=8))
+            return "failed"
