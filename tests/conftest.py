@@ -39,4 +39,4 @@ def data_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture
 def tiny_overrides(tmp_path) -> list[str]:
     """One 30-step run (TINY_OVERRIDES, sweep=single) into a fresh store in this test's folder."""
-    return ["sweep=single", *TINY_OVERRIDES, f"store.root={tmp_path / 'runs'}"]
+    return ["sweep=single", *TINY_OVERRIDES, "eval=none", f"store.root={tmp_path / 'runs'}"]

@@ -18,7 +18,7 @@ from scaling_cli.cli import main
 from scaling_cli.lease import holder, try_claim
 from scaling_cli.store import RunStore, load_curves, load_runs
 
-THREE_RUNS = ["sweep=single", *TINY_OVERRIDES, "sweep.grid={train.seed:[0,1,2]}"]
+THREE_RUNS = ["sweep=single", *TINY_OVERRIDES, "eval=none", "sweep.grid={train.seed:[0,1,2]}"]
 
 
 def sweep(*overrides: str) -> int:

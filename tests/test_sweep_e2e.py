@@ -88,7 +88,7 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_overrides, tmp_path, mo
 @pytest.mark.slow
 def test_kill_9_mid_sweep_then_rerun_finishes_every_run_once(tmp_path):
     root = tmp_path / "runs"
-    overrides = ["sweep=single", *TINY_OVERRIDES, "train.tokens=20480", f"store.root={root}",
+    overrides = ["sweep=single", *TINY_OVERRIDES, "eval=none", "train.tokens=20480", f"store.root={root}",
                  "sweep.grid={train.seed:[0,1,2]}"]
     command = [sys.executable, "-m", "scaling_cli.cli", "sweep", "--no-progress", *overrides]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
