@@ -50,6 +50,8 @@ class ColumnSpec:
     batch_size: str | None = None  # None: 'batch_size' if present
     where: list[str] = field(default_factory=list)
     params_kind: str = "total"     # 'total' or 'nonembed': what the params column counts
+    metrics: list[str] | None = None  # downstream metric columns ('COL' or 'COL:KIND'); None: auto-detect
+    chance: float | None = None    # chance accuracy of every accuracy metric without a <task>_chance column
 
     def __post_init__(self) -> None:
         if self.params_kind not in ("total", "nonembed"):
@@ -120,6 +122,45 @@ def _resolve(df, spec: ColumnSpec, role: str) -> str | None:
     return None
 
 
+def _metric_columns(df, spec: ColumnSpec, taken: set[str]) -> dict[str, dict]:
+    """Downstream metric columns -> {"kind", "chance", "n_items", "scale"}: named with --metric-col or
+    auto-detected by suffix (scaling_cli.fit.downstream.detect_metric_columns). Accuracies given in
+    percent (any value > 1) are divided by 100. Chance and item counts come from the task's
+    `<task>_chance` and `<task>_n` columns (written by the sweep's evals) or --chance."""
+    import pandas as pd
+
+    from scaling_cli.fit import downstream
+
+    if spec.metrics:
+        chosen = {}
+        for item in spec.metrics:
+            try:
+                col, kind = downstream.parse_metric_spec(item, df.columns)
+            except ValueError as err:
+                raise UserError(str(err)) from err
+            chosen[col] = kind
+    else:
+        chosen = {c: k for c, k in downstream.detect_metric_columns(df.columns, exclude=taken).items()
+                  if pd.api.types.is_numeric_dtype(df[c])}
+    out = {}
+    for col, kind in chosen.items():
+        task = downstream.task_of(col)
+        info: dict = {"kind": kind, "chance": None, "n_items": None, "scale": 1.0}
+        for key, column in (("chance", f"{task}_chance"), ("n_items", f"{task}_n")):
+            if column in df.columns:
+                values = pd.to_numeric(df[column], errors="coerce")
+                if values.notna().any():
+                    info[key] = float(values.median())
+        if info["chance"] is None and kind in ("acc", "err") and spec.chance is not None:
+            info["chance"] = float(spec.chance)
+        if kind in ("acc", "err"):
+            values = pd.to_numeric(df[col], errors="coerce")
+            if values.max() > 1.0:  # percent
+                info["scale"] = 0.01
+        out[col] = info
+    return out
+
+
 def prepare_table(df, spec: ColumnSpec, source: str = "table", min_points: int = 5) -> Prepared:
     """Validate a runs table (already filtered or not) into canonical columns."""
     import pandas as pd
@@ -144,10 +185,13 @@ def prepare_table(df, spec: ColumnSpec, source: str = "table", min_points: int =
     for role in (*REQUIRED, *OPTIONAL):
         if cols[role]:
             out[role] = _numeric(df, cols[role], role)
+    metrics = _metric_columns(df, spec, set(c for c in cols.values() if c))
+    for col, info in metrics.items():
+        out[col] = _numeric(df, col, "downstream metric") * info["scale"]
     status = df["status"].astype(str) if "status" in df.columns else pd.Series("done", index=df.index)
     meta = {"source": source, "n_input_rows": int(n_input), "n_after_filters": int(len(df)),
             "filters": list(spec.where), "params_kind": spec.params_kind,
-            "columns": {role: c for role, c in cols.items() if c}, "notes": []}
+            "columns": {role: c for role, c in cols.items() if c}, "notes": [], "metrics": metrics}
     unfinished = ~status.isin(KEPT_STATUSES)
     if unfinished.any():
         counts = status[unfinished].value_counts().to_dict()
@@ -176,6 +220,11 @@ def prepare_table(df, spec: ColumnSpec, source: str = "table", min_points: int =
                 raise UserError(f"column {cols[role]!r} ({role}) has {int(bad.sum())} non-positive value(s) "
                                 f"(e.g. {out.loc[bad, role].iloc[0]!r}); every {role} must be > 0: fix or filter "
                                 "those rows (--where)")
+            # Laws are fitted in log space: a value whose log or square overflows cannot be fitted.
+            bad = out[role].notna() & ~(np.isfinite(out[role]) & (out[role] < 1e150))
+            if bad.any():
+                raise UserError(f"column {cols[role]!r} ({role}) has {int(bad.sum())} infinite or absurdly large "
+                                f"value(s) (e.g. {out.loc[bad, role].iloc[0]!r}); fix or filter those rows (--where)")
     if "flops" not in out.columns or out["flops"].isna().all():
         out["flops"] = FLOPS_PER_PARAM_TOKEN * out["params"] * out["tokens"]
         meta["flops_source"] = "6*N*D (no flops column)"
