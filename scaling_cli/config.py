@@ -56,6 +56,12 @@ class ModelConfig:
     """Std of the normal initialisation; residual projections are scaled by 1/sqrt(2 n_layer) (GPT-2)."""
     loss_impl: str = "auto"
     """Output-layer loss: 'auto' (fused Triton kernel on CUDA, chunked PyTorch elsewhere), 'triton', 'torch'."""
+    parametrization: str = "standard"
+    """'standard' (GPT-2 init, one learning rate) or 'mup' (Yang et al., Tensor Programs V: init, per-layer
+    Adam LR and output/attention multipliers scaled with width so the best LR transfers across d_model;
+    scaling_cli/model/mup.py). 'mup' needs tied_embeddings=false and is meant for widths swept at fixed n_head."""
+    mup_base_width: int = 64
+    """For 'mup': the base d_model whose hyperparameters transfer; multipliers are mup_base_width / d_model."""
 
 
 @dataclass
@@ -143,6 +149,9 @@ class TrainConfig:
     """torch.compile the model (worth it on GPU for long runs)."""
     threads: int = 0
     """CPU threads for torch; 0 keeps torch's default."""
+    diagnostics_interval: int = 50
+    """Every this many steps (from step 0), log stability diagnostics to the curve (Wortsman et al.: max
+    attention logit, mean output log Z, update/weight norm ratio) at the cost of one extra forward; 0 disables."""
 
 
 @dataclass
@@ -198,6 +207,26 @@ class SweepConfig:
     rest: [{'model.d_model': [64, 128], 'model.n_layer': [2, 4]}] gives 2 shapes, not 4."""
     max_runs: int = 1000
     """Refuse to plan more runs than this (guards against a typo that explodes the grid)."""
+    budgets: List[float] = field(default_factory=list)
+    """IsoFLOP planning: training FLOP budgets. For each, `sizes_per_budget` shapes around the
+    expected compute-optimal size (scaling_cli.budget) with the tokens that spend the budget."""
+    target_params: List[float] = field(default_factory=list)
+    """Planning by size: total parameter counts; each gets a shape by the rules in
+    scaling_cli.budget and tokens_per_param x N tokens."""
+    sizes_per_budget: int = 5
+    """Shapes per FLOP budget, log-spaced over [N_opt / size_spread, N_opt * size_spread]."""
+    size_spread: float = 4.0
+    """How far the sizes of a budget reach on each side of the expected optimum (factor)."""
+    tokens_per_param: float = 20.0
+    """Tokens per parameter for target_params (20: Hoffmann et al. 2022)."""
+    aspect_ratio: int = 64
+    """Shape rule: d_model = aspect_ratio x n_layer (rounded to a multiple of 16)."""
+    head_dim: int = 64
+    """Shape rule: n_head = d_model / head_dim (at least 2, dividing d_model)."""
+    wsd_branches: List[float] = field(default_factory=list)
+    """WSD branching (MiniCPM; Hagele et al. 2024): fractions of train.tokens, e.g. [0.25, 0.5, 1].
+    Each grid point becomes one stable run plus one decay branch per fraction, each branch a
+    full WSD run of fraction x train.tokens that starts from the stable run's checkpoint."""
 
 
 @dataclass
@@ -245,6 +274,7 @@ def _require(condition: bool, field_name: str, message: str) -> None:
 _CHOICES = {
     "model.mlp": ("gelu", "swiglu"),
     "model.loss_impl": ("auto", "triton", "torch"),
+    "model.parametrization": ("standard", "mup"),
     "schedule.name": ("constant", "cosine", "linear", "wsd"),
     "schedule.decay_shape": ("linear", "cosine", "sqrt"),
     "train.precision": ("auto", "bf16", "fp32"),
@@ -271,6 +301,12 @@ def validate(cfg: DictConfig | Config) -> None:
     _require(m.logit_softcap >= 0, "model.logit_softcap", f"must be >= 0 (0 disables), got {m.logit_softcap}")
     _require(m.mlp_ratio > 0, "model.mlp_ratio", f"must be > 0, got {m.mlp_ratio}")
     _require(m.init_std > 0, "model.init_std", f"must be > 0, got {m.init_std}")
+    _require(m.mup_base_width > 0, "model.mup_base_width", f"must be a positive integer, got {m.mup_base_width}")
+    if m.parametrization == "mup":
+        # Tensor Programs V, Table 8: the output layer has its own init, LR and 1/width multiplier, unlike
+        # the embedding (an input layer), so the two matrices cannot be one tensor.
+        _require(not m.tied_embeddings, "model.tied_embeddings",
+                 "model.parametrization=mup needs an untied output layer; set model.tied_embeddings=false")
     _require(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
     _require(0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, "optim.beta1/beta2", "must lie in [0, 1)")
     _require(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
@@ -288,6 +324,18 @@ def validate(cfg: DictConfig | Config) -> None:
         _require(getattr(t, name) > 0, f"train.{name}", f"must be a positive integer, got {getattr(t, name)}")
     _require(t.divergence_factor > 1, "train.divergence_factor", f"must be > 1, got {t.divergence_factor}")
     _require(t.threads >= 0, "train.threads", f"must be >= 0, got {t.threads}")
+    _require(t.diagnostics_interval >= 0, "train.diagnostics_interval",
+             f"must be >= 0 (0 disables), got {t.diagnostics_interval}")
+    sw = c.sweep
+    _require(all(b > 0 for b in sw.budgets), "sweep.budgets", "every FLOP budget must be > 0")
+    _require(all(n > 0 for n in sw.target_params), "sweep.target_params", "every target size must be > 0")
+    _require(sw.sizes_per_budget >= 1, "sweep.sizes_per_budget", "must be >= 1")
+    _require(sw.size_spread >= 1, "sweep.size_spread", "must be >= 1")
+    _require(sw.tokens_per_param > 0, "sweep.tokens_per_param", "must be > 0")
+    _require(sw.aspect_ratio >= 16 and sw.head_dim >= 2, "sweep.aspect_ratio", "aspect_ratio >= 16, head_dim >= 2")
+    _require(all(0 < f <= 1 for f in sw.wsd_branches), "sweep.wsd_branches", "fractions must lie in (0, 1]")
+    _require(not sw.wsd_branches or c.schedule.name == "wsd", "sweep.wsd_branches",
+             f"branching needs schedule=wsd, got schedule.name={c.schedule.name!r}")
     lc = c.launcher
     _require(lc.workers >= 0, "launcher.workers", f"must be >= 0 (0: one per GPU), got {lc.workers}")
     _require(lc.lease_ttl_s > 0, "launcher.lease_ttl_s", f"must be > 0, got {lc.lease_ttl_s}")

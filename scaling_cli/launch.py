@@ -54,15 +54,20 @@ def run_sweep(specs: list[RunSpec], store: RunStore, launcher: LauncherConfig | 
     todo = [s for s in specs
             if not (store.status(s.run_id)["state"] in SKIP_STATES and verify_finished(store, s.run_id))]
     workers = _local_workers(launcher) if launcher.name == "local" else len(todo)
-    todo.sort(key=lambda s: s.flops, reverse=workers > 1)
-    if launcher.name == "ray":
-        outcomes = _run_ray(todo, store.root, launcher)
-    elif launcher.name == "slurm":
-        outcomes = _run_slurm(todo, store.root, launcher)
-    elif workers > 1:
-        outcomes = _run_processes(todo, store.root, launcher, workers)
-    else:
-        outcomes = _run_here(todo, store.root, launcher, show_progress)
+    outcomes: list[str] = []
+    # WSD branches start from their stable run's checkpoints, so they go in a second wave.
+    for wave in ([s for s in todo if not s.parent], [s for s in todo if s.parent]):
+        wave.sort(key=lambda s: s.flops, reverse=workers > 1)
+        if not wave:
+            continue
+        if launcher.name == "ray":
+            outcomes += _run_ray(wave, store.root, launcher)
+        elif launcher.name == "slurm":
+            outcomes += _run_slurm(wave, store.root, launcher)
+        elif workers > 1:
+            outcomes += _run_processes(wave, store.root, launcher, workers)
+        else:
+            outcomes += _run_here(wave, store.root, launcher, show_progress)
     return SweepResult(states=Counter(outcomes), trained=len(todo), skipped=len(specs) - len(todo))
 
 

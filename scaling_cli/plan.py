@@ -25,7 +25,8 @@ from scaling_cli.model.counting import count_params, flops_per_token
 GROUP_KEYS = tuple(Config.__dataclass_fields__)
 # Keys that do not change what a run computes, so they stay out of its id.
 _ID_EXCLUDED = ("store", "sweep", "launcher")
-_ID_EXCLUDED_TRAIN = ("device", "threads", "compile", "log_interval", "checkpoint_interval")
+_ID_EXCLUDED_TRAIN = ("device", "threads", "compile", "log_interval", "checkpoint_interval",
+                      "diagnostics_interval")  # diagnostics only observe (no-grad pass, weight copies)
 
 
 @dataclass
@@ -44,6 +45,16 @@ class RunSpec:
     batch_size_tokens: int
     flops_per_token: float
     flops: float
+    parent: dict | None = None
+    """For a WSD decay branch: {'run_id': stable run, 'step': where the branch leaves it}."""
+    branch_points: list[int] = field(default_factory=list)
+    """For a stable WSD run: steps at which it keeps a checkpoint for its branches."""
+
+    @property
+    def flops_to_train(self) -> float:
+        """Compute this run costs in this sweep: a branch only pays for its own decay."""
+        start = self.parent["step"] if self.parent else 0
+        return self.flops * (self.steps - start) / self.steps
 
     def summary(self) -> dict:
         """The flat record written to spec.json and read by load_runs."""
@@ -55,13 +66,16 @@ class RunSpec:
             "batch_size_tokens": self.batch_size_tokens, "lr": optim["lr"], "seq_len": model["seq_len"],
             "d_model": model["d_model"], "n_layer": model["n_layer"], "n_head": model["n_head"],
             "vocab_size": model["vocab_size"], "schedule": schedule["name"], "warmup": schedule["warmup"],
-            "seed": train["seed"],
+            "seed": train["seed"], "parent": self.parent, "branch_points": self.branch_points,
+            "parametrization": model.get("parametrization", "standard"),
+            "qk_layernorm": model.get("qk_layernorm", False), "z_loss": model.get("z_loss", 0.0),
         }
 
 
-def grid_points(sweep: DictConfig) -> list[dict[str, Any]]:
-    """All grid points: the product of `grid` axes and `zip` groups (each group varies together)."""
-    axes: list[list[dict[str, Any]]] = []
+def grid_points(sweep: DictConfig, planned: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """All grid points: the product of `grid` axes, `zip` groups (each group varies together) and
+    the `planned` points from budgets (shape + tokens, one axis)."""
+    axes: list[list[dict[str, Any]]] = [planned] if planned else []
     for key, values in (sweep.grid or {}).items():
         values = _as_list(values, f"sweep.grid.{key}")
         axes.append([{key: v} for v in values])
@@ -88,7 +102,7 @@ def expand(cfg: DictConfig) -> list[RunSpec]:
     unknown = sorted(set(cfg.keys()) - set(GROUP_KEYS))
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown top-level config key; valid ones are {', '.join(GROUP_KEYS)}")
-    points = grid_points(cfg.sweep)
+    points = grid_points(cfg.sweep, _budget_axis(cfg))
     if len(points) > cfg.sweep.max_runs:
         raise ConfigError(f"sweep.max_runs: the grid expands to {len(points)} runs, more than "
                           f"sweep.max_runs={cfg.sweep.max_runs}; shrink the grid or raise the limit")
@@ -107,11 +121,63 @@ def expand(cfg: DictConfig) -> list[RunSpec]:
                 raise ConfigError(f"{key}: {str(err).splitlines()[0]} (value {value!r} in the sweep grid)") from err
         _check_complete(run_cfg)
         validate(run_cfg)
-        spec = _spec(run_cfg, point, cfg.sweep.name)
-        if spec.run_id not in seen:  # two grid points can resolve to one run (e.g. zipped duplicates)
-            seen.add(spec.run_id)
-            specs.append(spec)
+        family = _wsd_family(run_cfg, point) if cfg.sweep.wsd_branches else [_spec(run_cfg, point, cfg.sweep.name)]
+        for spec in family:
+            if spec.run_id not in seen:  # two grid points can resolve to one run (e.g. zipped duplicates)
+                seen.add(spec.run_id)
+                specs.append(spec)
     return specs
+
+
+def _budget_axis(cfg: DictConfig) -> list[dict[str, Any]] | None:
+    if not (cfg.sweep.budgets or cfg.sweep.target_params):
+        return None
+    from scaling_cli.budget import budget_points
+    from scaling_cli.config import ModelConfig
+
+    fields = OmegaConf.to_container(cfg.model, throw_on_missing=False)
+    # the shape is what the planner chooses; placeholders keep the schema complete meanwhile
+    fields.update(d_model=64, n_layer=1, n_head=2)
+    return budget_points(cfg.sweep, ModelConfig(**fields), cfg.train.batch_size * cfg.model.seq_len)
+
+
+def _wsd_family(run_cfg: DictConfig, point: dict[str, Any]) -> list[RunSpec]:
+    """One stable run plus a decay branch per fraction of train.tokens (Hagele et al. 2024).
+
+    Each branch is exactly the WSD run of fraction x tokens that one would train alone (same
+    data order, same learning rate at every step), so it is stored and fitted as such; it just
+    starts from the stable run's checkpoint where its decay begins. Warmup becomes a step
+    count shared by the family, so every member's stable phase is the same."""
+    from scaling_cli.config import ScheduleConfig
+    from scaling_cli.train.schedule import _steps, decay_start
+
+    sweep = run_cfg.sweep
+    batch_tokens = run_cfg.train.batch_size * run_cfg.model.seq_len
+    if run_cfg.train.tokens is None:
+        raise ConfigError("sweep.wsd_branches: branches are fractions of train.tokens; set train.tokens, not train.steps")
+    longest = math.ceil(max(sweep.wsd_branches) * run_cfg.train.tokens / batch_tokens)
+    warmup = max(1, _steps(run_cfg.schedule.warmup, longest))
+    branches = []
+    for fraction in sorted(set(sweep.wsd_branches)):
+        branch_cfg = copy.deepcopy(run_cfg)
+        branch_cfg.train.tokens = fraction * run_cfg.train.tokens
+        branch_cfg.schedule.warmup = float(warmup)
+        spec = _spec(branch_cfg, {**point, "wsd_fraction": fraction}, sweep.name)
+        start = decay_start(spec.steps, ScheduleConfig(**spec.config["schedule"]))
+        if start < warmup:
+            raise ConfigError(f"sweep.wsd_branches: the {fraction} branch decays from step {start}, inside the "
+                              f"{warmup}-step warmup; use larger fractions or more train.tokens")
+        branches.append((spec, start))
+    stable_cfg = copy.deepcopy(run_cfg)
+    stable_cfg.schedule.name = "constant"
+    stable_cfg.schedule.warmup = float(warmup)
+    stable_cfg.train.tokens = float(max(start for _, start in branches) * batch_tokens)
+    points = sorted({start for _, start in branches})
+    stable = _spec(stable_cfg, {**point, "wsd_stable": True}, sweep.name, salt={"branch_points": points})
+    stable.branch_points = points
+    for spec, start in branches:
+        spec.parent = {"run_id": stable.run_id, "step": start}
+    return [stable, *(spec for spec, _ in branches)]
 
 
 def _has_key(cfg: DictConfig, dotted: str) -> bool:
@@ -128,13 +194,18 @@ def _check_complete(run_cfg: DictConfig) -> None:
                           f"as an override ({missing[0]}=...)")
 
 
-def _spec(run_cfg: DictConfig, point: dict[str, Any], sweep_name: str) -> RunSpec:
+def _spec(run_cfg: DictConfig, point: dict[str, Any], sweep_name: str, salt: dict | None = None) -> RunSpec:
     resolved = OmegaConf.to_container(run_cfg, resolve=True)
     for key in _ID_EXCLUDED:
         resolved.pop(key)
-    identity = json.loads(json.dumps(resolved))
+    identity = {**json.loads(json.dumps(resolved)), **(salt or {})}
     for key in _ID_EXCLUDED_TRAIN:
         identity["train"].pop(key, None)
+    if identity["model"].get("parametrization") == "standard":
+        # μP's keys came after stores existed: the standard parametrization (which ignores
+        # mup_base_width) leaves them out of the id, so runs planned before keep their ids.
+        for key in ("parametrization", "mup_base_width"):
+            identity["model"].pop(key, None)
     run_id = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     model_cfg = OmegaConf.to_object(run_cfg.model)
     counts = count_params(model_cfg)
@@ -169,5 +240,6 @@ def totals(specs: list[RunSpec]) -> dict[str, float]:
     return {
         "runs": len(specs),
         "tokens": float(sum(s.tokens for s in specs)),
-        "flops": float(sum(s.flops for s in specs)),
+        "flops": float(sum(s.flops_to_train for s in specs)),
+        "flops_unbranched": float(sum(s.flops for s in specs if not s.branch_points)),
     }

@@ -10,6 +10,13 @@
   diverged values drawn at the top edge.
 - fitted_vs_observed.png: parametric prediction vs observed loss; the held-out size highlighted.
 - curves.png: training curves of one model size with the Tissue and multi-power fits.
+- downstream_<metric>.png: each downstream metric against loss (Err(L) fit) and against compute
+  (the two-stage prediction along the compute-optimal frontier, or BLEU/CE(D_p) per model size),
+  the extrapolation shaded; a metric without support shows its data and the reason.
+- lr_sensitivity.png: LR sensitivity (Wortsman et al.) vs model size, one line per
+  qk_layernorm / z_loss / parametrization setting.
+- mup_transfer.png: loss vs LR per width, one panel per parametrization, best LR marked: under
+  μP the optimum should stay put as width grows, under the standard parametrization it moves.
 matplotlib with the Agg backend (no display needed).
 """
 
@@ -19,7 +26,7 @@ import io
 
 import numpy as np
 
-from scaling_cli.fit import artifact, curve_fit, laws, parametric
+from scaling_cli.fit import artifact, curve_fit, downstream, laws, parametric
 from scaling_cli.fit.bootstrap import percentile_interval
 
 # Frontier drawn up to this multiple of the largest run's compute (the extrapolation region).
@@ -171,6 +178,101 @@ def plot_curves(report: dict, curves, outdir: str) -> str | None:
     return _save(fig, outdir, "curves.png")
 
 
+def _band(ax, x, draws, level: float, color: str) -> None:
+    draws = np.asarray(draws, dtype=float)
+    ok = np.isfinite(draws).all(axis=1)
+    if ok.sum() >= 2:
+        lo, hi = percentile_interval(draws[ok], level)
+        ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
+
+
+def plot_downstream_metric(report: dict, col: str, entry: dict, outdir: str) -> str:
+    """Metric vs loss and vs compute (see the module docstring)."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    level = report.get("level", 0.9)
+    kind = entry["kind"]
+    to_metric = lambda e: downstream.metric_of_error(kind, e)
+    fig, (ax_l, ax_c) = plt.subplots(1, 2, figsize=(11, 4.5))
+    if entry.get("driver") == "loss":
+        pts = entry["points"]
+        loss, value, flops = (np.asarray(pts[k], dtype=float) for k in ("loss", "value", "flops"))
+        ax_l.scatter(loss, value, s=16, c="C0", label="runs")
+        ax_c.scatter(flops, value, s=16, c="C0", label="runs")
+        if entry.get("status") == "ok":
+            p, s = entry["params"], np.asarray(entry.get("samples", []), dtype=float)
+            lo_l, hi_l = entry["loss_range"]
+            grid = np.linspace(lo_l - 0.5 * (hi_l - lo_l), hi_l, 150)
+            ax_l.plot(grid, to_metric(downstream.error_of_loss(grid, p["eps"], p["k"], p["gamma"])), "k-", label=entry["form"])
+            if s.size:
+                with np.errstate(all="ignore"):
+                    _band(ax_l, grid, to_metric(downstream.error_of_loss(grid[None, :], s[:, :1], s[:, 1:2], s[:, 2:3])), level, "k")
+            ax_l.axvspan(grid[0], lo_l, color="orange", alpha=0.1, label="extrapolation")
+            chin = report["laws"].get("chinchilla", {})
+            if chin.get("status") == "ok" and len(flops):
+                c_max = float(np.nanmax(flops))
+                cg = np.geomspace(float(np.nanmin(flops)) / 2, c_max * EXTRAPOLATE_FACTOR, 150)
+                q = chin["params"]
+                n_opt, d_opt = laws.chinchilla_optimum(cg, q["E"], q["A"], q["B"], q["alpha"], q["beta"])
+                lf = laws.chinchilla_loss((n_opt, d_opt), *q.values())
+                ax_c.plot(cg, to_metric(downstream.error_of_loss(lf, p["eps"], p["k"], p["gamma"])), "k-",
+                          label="compute -> L(N,D) frontier -> metric")
+                cs = np.asarray(chin.get("samples", []), dtype=float)
+                m = min(len(cs), len(s))
+                if m >= 2:  # stage-1 sample i with stage-2 sample i (independent bootstraps)
+                    with np.errstate(all="ignore"):
+                        cols = [cs[:m, i:i + 1] for i in range(5)]
+                        ln, ld = laws.chinchilla_optimum(cg[None, :], *cols)
+                        lb = laws.chinchilla_loss((ln, ld), *cols)
+                        _band(ax_c, cg, to_metric(downstream.error_of_loss(lb, s[:m, :1], s[:m, 1:2], s[:m, 2:3])), level, "k")
+                ax_c.axvspan(c_max, c_max * EXTRAPOLATE_FACTOR, color="orange", alpha=0.1, label="extrapolation")
+    else:
+        colors = iter(plt.cm.viridis(np.linspace(0, 0.9, max(1, len(entry["groups"]) + len(entry["skipped_groups"])))))
+        for g in entry["groups"] + entry["skipped_groups"]:
+            color = next(colors)
+            pts = g["points"]
+            d, value, flops, loss = (np.asarray(pts[k], dtype=float) for k in ("tokens", "value", "flops", "loss"))
+            label = f"N≈{g['model_params']:.3g}"
+            ax_l.scatter(loss, value, s=16, color=color, label=label)
+            ax_c.scatter(flops, value, s=16, color=color, label=label)
+            if g.get("status") != "ok":
+                continue
+            law = laws.LAWS[entry["law"]]
+            n = float(np.median(flops / (laws.FLOPS_PER_PARAM_TOKEN * d)))  # realised 6N, includes attention FLOPs
+            dg = np.geomspace(d.min() / 2, d.max() * EXTRAPOLATE_FACTOR, 150)
+            q = g["params"]
+            inside = dg <= d.max()
+            ax_c.plot(laws.FLOPS_PER_PARAM_TOKEN * n * dg[inside], law.func(dg[inside], *(q[k] for k in law.param_names)),
+                      "-", color=color)
+            s = np.asarray(g.get("samples", []), dtype=float)
+            if s.size:
+                with np.errstate(all="ignore"):
+                    _band(ax_c, laws.FLOPS_PER_PARAM_TOKEN * n * dg, law.func(dg[None, :], s[:, :1], s[:, 1:2], s[:, 2:3]), level, color)
+            ax_c.plot(laws.FLOPS_PER_PARAM_TOKEN * n * dg[dg > d.max()],
+                      law.func(dg[dg > d.max()], *(q[k] for k in law.param_names)), "--", color=color)
+        all_flops = [f for g in entry["groups"] for f in g["points"]["flops"]]
+        if all_flops:
+            c_max = float(np.nanmax(all_flops))
+            ax_c.axvspan(c_max, c_max * EXTRAPOLATE_FACTOR, color="orange", alpha=0.1, label="extrapolation")
+    title = f"{col}: {entry.get('form', '')}" if entry.get("status") == "ok" else \
+        f"{col}: {entry.get('status')} - " + textwrap.shorten(str(entry.get("reason", "")), 110)
+    fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=9)
+    ax_l.set(xlabel="validation loss (nats/token)", ylabel=col, title="vs loss")
+    ax_c.set(xscale="log", xlabel="training FLOPs C", ylabel=col, title="vs compute (shaded / dashed: extrapolation)")
+    for ax in (ax_l, ax_c):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    return _save(fig, outdir, f"downstream_{col}.png")
+
+
+def plot_downstream(report: dict, outdir: str) -> list[str]:
+    metrics = (report.get("downstream") or {}).get("metrics") or {}
+    return [plot_downstream_metric(report, col, entry, outdir) for col, entry in metrics.items()
+            if entry.get("points") or entry.get("groups") or entry.get("skipped_groups")]
+
+
 def make_plots(report: dict, prepared, outdir: str) -> list[str]:
     """Draw every figure the report supports; returns the paths written."""
     import matplotlib
@@ -180,4 +282,67 @@ def make_plots(report: dict, prepared, outdir: str) -> list[str]:
     paths = [plot_loss_vs_compute(report, runs, outdir), plot_isoflop(report, runs, outdir),
              plot_hparam(report, "lr", outdir), plot_hparam(report, "batch_size", outdir),
              plot_fitted_vs_observed(report, runs, outdir), plot_curves(report, prepared.curves, outdir)]
+    paths += plot_downstream(report, outdir)
+    paths += [plot_lr_sensitivity(report, outdir), plot_mup_transfer(report, runs, outdir)]
     return [p for p in paths if p]
+
+
+def _setting_label(row: dict, keys) -> str:
+    return ", ".join(f"{k}={row[k]}" for k in keys) or "all runs"
+
+
+def plot_lr_sensitivity(report: dict, outdir: str) -> str | None:
+    """LR sensitivity vs params, one line per stability setting (fit/sensitivity.py)."""
+    import matplotlib.pyplot as plt
+
+    entry = (report.get("stability") or {}).get("lr_sensitivity", {})
+    if entry.get("status") != "ok":
+        return None
+    keys = [k for k in entry.get("split_by", []) if len({str(g.get(k)) for g in entry["groups"]}) > 1]
+    settings: dict[str, list[dict]] = {}
+    for g in entry["groups"]:
+        settings.setdefault(_setting_label(g, keys), []).append(g)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (label, groups) in enumerate(sorted(settings.items())):
+        groups = sorted(groups, key=lambda g: g["params"])
+        ax.plot([g["params"] for g in groups], [g["sensitivity"] for g in groups], "o-", color=f"C{i}", label=label)
+    ax.set(xscale="log", xlabel="params N", ylabel="mean over LR of min(L, L_init) - L*  (nats)",
+           title="LR sensitivity (Wortsman et al.; lower is more stable)")
+    ax.legend(fontsize=8)
+    return _save(fig, outdir, "lr_sensitivity.png")
+
+
+def plot_mup_transfer(report: dict, runs, outdir: str) -> str | None:
+    """Loss vs LR per width, a panel per parametrization (needs parametrization and d_model columns)."""
+    import matplotlib.pyplot as plt
+
+    entry = (report.get("stability") or {}).get("lr_transfer", {})
+    if entry.get("status") != "ok" or not {"parametrization", "d_model", "lr"} <= set(runs.columns):
+        return None
+    params = sorted(runs["parametrization"].dropna().unique(), key=lambda p: (p != "standard", str(p)))
+    widths = sorted(runs["d_model"].dropna().unique())
+    colors = dict(zip(widths, plt.cm.viridis(np.linspace(0, 0.9, len(widths)))))
+    best = {(w["parametrization"], w["d_model"]): w for w in entry["widths"]}
+    spread = entry.get("lr_best_spread_octaves", {})
+    fig, axes = plt.subplots(1, len(params), figsize=(5.5 * len(params), 4.5), sharey=True, squeeze=False)
+    top = float(np.nanmax(runs["loss"])) if np.isfinite(runs["loss"]).any() else 1.0
+    for ax, param in zip(axes[0], params):
+        sub = runs[runs["parametrization"] == param]
+        for width in widths:
+            rows = sub[sub["d_model"] == width]
+            if rows.empty:
+                continue
+            per_lr = rows.groupby("lr")["loss"].mean().sort_index()
+            fin = np.isfinite(per_lr.to_numpy())
+            ax.plot(per_lr.index[fin], per_lr.to_numpy()[fin], "o-", ms=3, color=colors[width], label=f"d_model={width}")
+            if (~fin).any():  # diverged at this LR
+                ax.plot(per_lr.index[~fin], np.full((~fin).sum(), top), "x", color=colors[width])
+            b = best.get((param, int(width)))
+            if b:
+                ax.plot(b["lr_best"], b["loss_best"], "*", ms=12, color=colors[width], mec="k", mew=0.5)
+        title = f"{param}" + (f" (best LR spread {spread[param]:.2f} octaves)" if param in spread else "")
+        ax.set(xscale="log", xlabel="learning rate (optim.lr)", title=title)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("final validation loss")
+    fig.suptitle("LR transfer across width (star: best LR; x: diverged)", fontsize=10)
+    return _save(fig, outdir, "mup_transfer.png")

@@ -13,7 +13,9 @@ Two intervals at the fit's level (90% by default):
   drawn from N(0, s^2), s the fit's residual RMSE of log loss. `loss_lo`/`loss_hi` are the PI.
 The loss comes from the law the fit selected by held-out error (fit.json "selection"); if that law
 cannot answer this target (compute_only at an unfitted D/N), the parametric law is used and the
-result says so. numpy only.
+result says so. Downstream metrics the fit found support for (fit.json "downstream") get one key
+each, named after the metric column (e.g. next_verse_acc, with next_verse_acc_interval: the
+two-stage confidence interval compute -> loss -> metric); see scaling_cli.fit.downstream. numpy only.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from scaling_cli.errors import UserError
-from scaling_cli.fit import hyperparams, laws, parametric
+from scaling_cli.fit import downstream, hyperparams, laws, parametric
 from scaling_cli.fit.bootstrap import percentile_interval
 
 # Residual draws per bootstrap sample for the prediction interval (200 samples x 50 = 10,000 draws).
@@ -148,6 +150,14 @@ def predict(report: dict, params: float | None = None, tokens: float | None = No
             result[f"{name}_opt_interval"] = got["interval"]
             result[f"{name}_opt_form"] = got["form"]
     result["reference_hparams"] = _reference_hparams(n, d, c)
+    # Downstream metrics: two-stage (this loss and its bootstrap samples -> Err(L)) or BLEU/CE(D_p)
+    # at a fitted model size; one key per metric column, null where the fit found no support.
+    metrics = downstream.predict_all(report, n, d, loss, samples, level)
+    for col, got in metrics.items():
+        result[col] = got["value"]
+        result[f"{col}_interval"] = got["interval"]
+    if metrics:
+        result["downstream"] = metrics
     return result
 
 
@@ -174,6 +184,13 @@ def format_prediction(r: dict) -> str:
         if f"{name}_opt" in r:
             lines.append(f"{label:<10} {r[f'{name}_opt']:.3g}{iv(r[f'{name}_opt_interval'], 3)} ({r[f'{name}_opt_form']} fit); "
                          f"Step Law {ref['step_law'][name]:.3g}, DeepSeek {ref['deepseek'][name]:.3g}")
+    for col, got in r.get("downstream", {}).items():
+        if got.get("value") is None:
+            lines.append(f"{col:<10} no prediction ({got.get('status')}: {got.get('reason')})")
+        else:
+            how = got.get("stages") or got.get("form", "")
+            extra = ", extrapolated" if got.get("extrapolation") else ""
+            lines.append(f"{col:<10} {got['value']:.4g}{iv(got['interval'], 3)} ({how}{extra})")
     if r.get("target_notes"):
         lines.append("notes      " + "; ".join(f"{k.replace('_from', '')} = {v}" for k, v in r["target_notes"].items()))
     return "\n".join(lines)

@@ -39,6 +39,12 @@ def print_plan(specs: list[RunSpec], cfg) -> None:
     label = "GPU-hours (H100 at 40% MFU)" if device == "cuda" else "CPU-hours (at 50 GFLOP/s)"
     console.print(f"total: {total['runs']} runs, {human(total['tokens'])} tokens, {human(total['flops'], 'FLOP')}, "
                   f"~{hours:.3g} {label}")
+    branches = [s for s in specs if s.parent]
+    if branches:
+        saved = 1 - total["flops"] / total["flops_unbranched"]
+        console.print(f"WSD branching: {len(branches)} decay branches from {len(specs) - len(branches)} stable runs "
+                      f"cost {human(total['flops'], 'FLOP')} instead of {human(total['flops_unbranched'], 'FLOP')} "
+                      f"for the same runs trained separately ({100 * saved:.0f}% saved)")
 
 
 def print_sweep_result(result, store) -> None:

@@ -30,7 +30,10 @@ from scaling_cli.faults import crash_point
 STATES = ("pending", "running", "done", "diverged", "failed")
 FINISHED = ("done", "diverged", "failed")
 
-CURVE_COLUMNS = ["step", "tokens", "flops", "lr", "loss", "grad_norm", "tokens_per_s", "elapsed_s"]
+# The last three are stability diagnostics (scaling_cli/train/diagnostics.py), NaN on the steps
+# between train.diagnostics_interval and in stores written before they existed.
+CURVE_COLUMNS = ["step", "tokens", "flops", "lr", "loss", "grad_norm", "tokens_per_s", "elapsed_s",
+                 "attn_logit_max", "log_z_mean", "update_ratio"]
 EVAL_COLUMNS = ["step", "tokens", "flops", "task", "metric", "value"]
 
 
@@ -133,7 +136,8 @@ _SPEC_COLUMNS = {
     "params_nonembed": "params_nonembed", "tokens": "tokens", "flops": "flops", "lr": "lr",
     "batch_size_tokens": "batch_size", "seq_len": "seq_len", "d_model": "d_model",
     "n_layer": "n_layer", "n_head": "n_head", "vocab_size": "vocab_size", "schedule": "schedule",
-    "warmup": "warmup", "seed": "seed",
+    "warmup": "warmup", "seed": "seed", "parametrization": "parametrization", "qk_layernorm": "qk_layernorm",
+    "z_loss": "z_loss",
 }
 
 
@@ -143,7 +147,8 @@ def load_runs(root: str) -> pd.DataFrame:
     Columns: run_id, name, sweep, status, params, params_nonembed, tokens, flops, loss (final
     validation loss in nats/token; NaN unless the run is done), lr, batch_size (tokens per
     step), seq_len, d_model, n_layer, n_head, vocab_size, schedule, warmup, seed, step (last
-    step reached), and `<task>_<metric>` for every other eval recorded at the last eval step.
+    step reached), parametrization, qk_layernorm, z_loss (None in stores older than these
+    fields), and `<task>_<metric>` for every other eval recorded at the last eval step.
     Unfinished runs report the tokens and FLOPs they were planned for.
     """
     store = RunStore(root)

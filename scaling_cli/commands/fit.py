@@ -3,6 +3,7 @@
     scaling-cli fit runs/                          # a run store written by `scaling-cli sweep`
     scaling-cli fit results.csv --loss-col loss_c4_val --params-col N_nonembed --params-kind nonembed
     scaling-cli fit results.parquet --where "params < 5e8" -o fits/small
+    scaling-cli fit published.csv --metric-col hellaswag_acc --chance 0.25   # loss -> accuracy
 
 Thin: parse flags, load and validate the input (fit/table.py), call fit/pipeline.fit_all, write
 the report (fit/artifact.py) and figures (plots.py), print a summary. Heavy imports stay inside
@@ -39,6 +40,11 @@ def register(subparsers) -> None:
     cols.add_argument("--batch-size-col", default=None, help="column with tokens per step (default: 'batch_size' if present)")
     cols.add_argument("--params-kind", choices=("total", "nonembed"), default="total",
                       help="what the params column counts; for a store, 'nonembed' uses params_nonembed (default: total)")
+    cols.add_argument("--metric-col", action="append", default=None, metavar="COL[:KIND]",
+                      help="downstream metric column, repeatable; KIND is acc, err, bleu, chrf or ce when the name "
+                           "does not tell (default: every column ending in _acc, _acc_norm, _err, _bleu, _chrf, _ce)")
+    cols.add_argument("--chance", type=float, default=None,
+                      help="chance accuracy of accuracy metrics without a <task>_chance column, e.g. 0.25 for 4 choices")
     cols.add_argument("--where", action="append", default=[], metavar="EXPR",
                       help="keep rows matching a pandas query, e.g. \"params < 5e8\"; repeatable (all must hold)")
     fit = p.add_argument_group("fitting")
@@ -110,8 +116,43 @@ def summarize(report: dict, out_path: str, plots: list[str]) -> str:
                          f"mean |rel err| {score['mean_abs_rel_error']:.2%}")
     sel = report["selection"]
     lines.append(f"selected loss law: {sel['loss_law']} ({sel['reason']})")
+    lines += summarize_downstream(report.get("downstream") or {})
+    lines += summarize_stability(report.get("stability") or {})
     lines.append(f"wrote {out_path}" + (f" and {len(plots)} plot(s)" if plots else ""))
     return "\n".join(lines)
+
+
+def summarize_stability(block: dict) -> list[str]:
+    """LR sensitivity per size and setting, and the best-LR spread across widths per parametrization."""
+    lines = []
+    sens = block.get("lr_sensitivity") or {}
+    if sens.get("status") == "ok":
+        keys = [k for k in sens.get("split_by", []) if len({str(g.get(k)) for g in sens["groups"]}) > 1]
+        parts = [f"N≈{g['params']:.3g}" + "".join(f" {k}={g[k]}" for k in keys) + f": {g['sensitivity']:.3f}"
+                 for g in sens["groups"][:6]]
+        lines.append(f"  {'lr_sensitivity':<15} ok  " + "; ".join(parts))
+    trans = block.get("lr_transfer") or {}
+    if trans.get("status") == "ok" and trans.get("lr_best_spread_octaves"):
+        lines.append(f"  {'lr_transfer':<15} ok  best-LR spread across widths: " + ", ".join(
+            f"{p} {v:.2f} octaves" for p, v in trans["lr_best_spread_octaves"].items()))
+    return lines
+
+
+def summarize_downstream(block: dict) -> list[str]:
+    """One line per downstream metric: its law and parameters, or why it was not fitted."""
+    lines = []
+    for col, e in (block.get("metrics") or {}).items():
+        if e.get("status") != "ok":
+            lines.append(f"  {col:<15} {e.get('status')}: {e.get('reason')} (law not fitted, no extrapolation)")
+            continue
+        fits = [e] if e.get("driver") == "loss" else [g for g in e["groups"] if g.get("status") == "ok"]
+        parts = []
+        for f in fits[:3]:
+            at = f"N≈{f['model_params']:.3g}: " if e.get("driver") != "loss" else ""
+            parts.append(at + ", ".join(f"{k}={v:.4g}{_fmt_interval(f['intervals'][k])}" for k, v in f["params"].items()
+                                        if isinstance(v, float)))
+        lines.append(f"  {col:<15} ok  {e['form']}: " + "; ".join(parts))
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     spec = table.ColumnSpec(params=args.params_col, tokens=args.tokens_col, loss=args.loss_col,
                             flops=args.flops_col, lr=args.lr_col, batch_size=args.batch_size_col,
-                            where=list(args.where), params_kind=args.params_kind)
+                            where=list(args.where), params_kind=args.params_kind, metrics=args.metric_col,
+                            chance=args.chance)
     try:
         options = FitOptions(n_boot=args.n_boot, grid_size=args.grid_size, level=args.level, seed=args.seed,
                              curve_groups=args.curve_groups)

@@ -32,8 +32,9 @@ def register(subparsers) -> None:
         "predict", help="predict loss, compute-optimal N/D and LR/batch at a target scale",
         description="Evaluate the laws of a fit at a target scale. Prints the loss with a confidence "
                     "interval (the law's uncertainty, from the bootstrap) and a prediction interval (plus "
-                    "run-to-run scatter), compute-optimal tokens or params, and the optimal learning rate "
-                    "and batch size when the fit has them.",
+                    "run-to-run scatter), compute-optimal tokens or params, the optimal learning rate "
+                    "and batch size when the fit has them, and every downstream metric the fit supports "
+                    "(accuracy via compute -> loss -> Err(L); BLEU and downstream CE via D_p at a fitted size).",
         epilog="Give --params with --tokens or --flops, --params alone (compute-optimal tokens), or "
                "--flops alone (compute-optimal N and D). Counts accept suffixes: 7B, 1.4T.")
     p.add_argument("--params", type=number, default=None, help="parameters N (same kind as the fit: total or non-embedding)")
@@ -42,7 +43,8 @@ def register(subparsers) -> None:
     p.add_argument("--fit", default=DEFAULT_FIT, help=f"fit.json or its folder (default: {DEFAULT_FIT})")
     p.add_argument("--level", type=float, default=None, help="interval level (default: the fit's, usually 0.9)")
     p.add_argument("--json", action="store_true",
-                   help="print one JSON object instead of text (loss_lo/loss_hi: prediction interval; loss_ci: confidence interval)")
+                   help="print one JSON object instead of text (loss_lo/loss_hi: prediction interval; loss_ci: confidence "
+                        "interval; one key per downstream metric column, e.g. next_verse_acc and next_verse_acc_interval)")
     p.set_defaults(func=run)
 
 

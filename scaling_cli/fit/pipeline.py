@@ -5,8 +5,9 @@
     report = fit_all(load_input("runs.csv", ColumnSpec()))
 
 Order: the parametric L(N, D) and the compute-only law on final losses; Chinchilla approaches 1
-and 2; LR and batch-size optima; schedule-aware curve laws per model size; then held-out
-selection of the loss law. Each law degrades to {"status": "not enough data", "reason": ...}
+and 2; LR and batch-size optima; schedule-aware curve laws per model size; held-out selection of
+the loss law; then downstream metrics (fit/downstream.py: BLEU(D_p), CE(D_p), Err(L)), each with a
+support verdict, under the report's "downstream" key. Each law degrades to {"status": "not enough data", "reason": ...}
 instead of failing. No I/O here: artifact.py writes the report, plots.py draws it.
 """
 
@@ -17,7 +18,8 @@ import datetime as _dt
 import numpy as np
 
 from scaling_cli import __version__
-from scaling_cli.fit import FIT_SCHEMA, approaches, curve_fit, hyperparams, parametric, selection
+from scaling_cli.fit import FIT_SCHEMA, approaches, curve_fit, downstream, hyperparams, parametric, selection
+from scaling_cli.fit import sensitivity
 from scaling_cli.fit.bootstrap import FitOptions
 from scaling_cli.fit.grouping import cluster_log
 from scaling_cli.fit.table import Prepared
@@ -144,6 +146,9 @@ def fit_all(prepared: Prepared, options: FitOptions | None = None) -> dict:
     for a in ("approach1", "approach2"):
         if entries[a]["status"] == "ok":
             comparison[a] = entries[a]["n_opt"]["exponent"]
+    # Downstream metrics use every finished run (not one per cell): Err(L) maps each run's own loss
+    # to its own accuracy, and BLEU(D_p) is fitted within model sizes.
+    downstream_report = downstream.fit_downstream(all_done, prepared.meta.get("metrics", {}), options)
     diagnostics = {}
     for name in ("chinchilla", "compute_only"):
         e = entries[name]
@@ -164,4 +169,7 @@ def fit_all(prepared: Prepared, options: FitOptions | None = None) -> dict:
         "holdout": holdout,
         "diagnostics": diagnostics,
         "selection": chosen,
+        "downstream": downstream_report,
+        # LR sensitivity per size (Wortsman et al.) and best LR per width (μP transfer): fit/sensitivity.py
+        "stability": sensitivity.report(runs, prepared.evals),
     }

@@ -3,7 +3,8 @@
 This is the one fit module that reads files. Everything downstream receives `Prepared`: a runs
 frame with canonical columns
 
-    run, params, tokens, flops, loss, lr, batch_size, status, diverged   (+ schedule, warmup)
+    run, params, tokens, flops, loss, lr, batch_size, status, diverged   (+ schedule, warmup,
+    parametrization, qk_layernorm, z_loss, d_model, vocab_size when present)
 
 one row per run (loss NaN for diverged runs, which are kept: they are data for LR optima), the
 optional per-step curves (run, step, flops, tokens, lr, loss) and validation losses
@@ -233,7 +234,8 @@ def prepare_table(df, spec: ColumnSpec, source: str = "table", min_points: int =
         fill = out["flops"].isna()
         out.loc[fill, "flops"] = FLOPS_PER_PARAM_TOKEN * out["params"][fill] * out["tokens"][fill]
         meta["flops_source"] = f"column {cols['flops']!r}" + (f" ({int(fill.sum())} missing filled with 6*N*D)" if fill.any() else "")
-    for extra in ("schedule", "warmup"):
+    # Carried for LR sensitivity and μP transfer (fit/sensitivity.py) when the input has them.
+    for extra in ("schedule", "warmup", "parametrization", "qk_layernorm", "z_loss", "d_model", "vocab_size"):
         if extra in df.columns:
             out[extra] = df.loc[out.index, extra].to_numpy()
     n_done = int((~out["diverged"] & out["loss"].notna()).sum())

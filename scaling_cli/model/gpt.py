@@ -3,7 +3,8 @@
 Llama-shaped on purpose (RMSNorm, no biases, rotary positions) so a trained proxy maps onto a
 Llama checkpoint. The output layer never materialises logits in training: the final hidden
 states and the unembedding weight go to `scaling_cli.model.loss.lm_loss`, which uses the fused
-linear + cross-entropy kernel on CUDA.
+linear + cross-entropy kernel on CUDA. `model.parametrization=mup` switches init, the attention
+scale and the output multiplier to μP's width rules (scaling_cli/model/mup.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scaling_cli.config import ModelConfig
+from scaling_cli.model import mup
 from scaling_cli.model.loss import lm_loss
 
 
@@ -51,12 +53,20 @@ class Attention(nn.Module):
         # with the learning rate and cause the attention-entropy collapse they describe.
         self.q_norm = nn.RMSNorm(self.head_dim) if cfg.qk_layernorm else nn.Identity()
         self.k_norm = nn.RMSNorm(self.head_dim) if cfg.qk_layernorm else nn.Identity()
+        # Softmax scale of q.k: None is SDPA's 1/sqrt(head_dim); μP uses 1/head_dim (mup.py).
+        self.scale = mup.attention_scale(cfg)
+
+    def project(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries and keys (normalised, rotated) and values, each [batch, head, seq, head_dim]."""
+        batch, seq, _ = x.shape
+        q, k, v = self.qkv(x).view(batch, seq, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(self.q_norm(q), cos, sin), apply_rope(self.k_norm(k), cos, sin)
+        return q, k, v
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         batch, seq, width = x.shape
-        q, k, v = self.qkv(x).view(batch, seq, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = apply_rope(self.q_norm(q), cos, sin), apply_rope(self.k_norm(k), cos, sin)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        q, k, v = self.project(x, cos, sin)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
         return self.proj(out.transpose(1, 2).reshape(batch, seq, width))
 
 
@@ -94,7 +104,7 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.final_norm = nn.RMSNorm(cfg.d_model)
+        self.final_norm = mup.final_norm(cfg)  # carries μP's output multiplier (plain RMSNorm otherwise)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tied_embeddings:
             self.lm_head.weight = self.embed.weight
@@ -105,7 +115,10 @@ class GPT(nn.Module):
 
     def reset_parameters(self) -> None:
         """GPT-2 initialisation: N(0, init_std), residual projections scaled by 1/sqrt(2 n_layer)
-        so the residual stream's variance does not grow with depth."""
+        so the residual stream's variance does not grow with depth. μP has its own rules (mup.py)."""
+        if mup.is_mup(self.cfg):
+            mup.init_parameters(self, self.cfg)
+            return
         std = self.cfg.init_std
         for name, param in self.named_parameters():
             if param.dim() < 2:
@@ -114,7 +127,7 @@ class GPT(nn.Module):
             nn.init.normal_(param, mean=0.0, std=std * scale)
 
     def hidden_states(self, idx: Tensor) -> Tensor:
-        """Final normalised hidden states [batch, seq, d_model]."""
+        """Final normalised hidden states [batch, seq, d_model] (times μP's output multiplier)."""
         x = self.embed(idx)
         for block in self.blocks:
             x = block(x, self.rope_cos, self.rope_sin)

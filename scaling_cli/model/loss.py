@@ -13,11 +13,13 @@ from scaling_cli.config import ModelConfig
 from scaling_kernels import linear_cross_entropy
 
 
-def lm_loss(hidden: Tensor, weight: Tensor, targets: Tensor, cfg: ModelConfig, reduction: str = "mean") -> Tensor:
+def lm_loss(hidden: Tensor, weight: Tensor, targets: Tensor, cfg: ModelConfig, reduction: str = "mean",
+            return_lse: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """Cross-entropy of `targets` under logits hidden @ weight.T, plus z-loss and soft-capping
     as configured. reduction: 'mean' over non-ignored tokens, 'sum', or 'none' (per token,
-    in the shape of `targets`)."""
-    loss = linear_cross_entropy(
+    in the shape of `targets`). return_lse: also return the per-token log Z (logsumexp of the
+    logits, detached, shaped like `targets`), for stability diagnostics."""
+    loss, lse = linear_cross_entropy(
         hidden.reshape(-1, hidden.shape[-1]),
         weight,
         targets.reshape(-1),
@@ -25,5 +27,7 @@ def lm_loss(hidden: Tensor, weight: Tensor, targets: Tensor, cfg: ModelConfig, r
         z_loss=cfg.z_loss,
         softcap=cfg.logit_softcap,
         impl=cfg.loss_impl,
+        return_lse=True,
     )
-    return loss.view(targets.shape) if reduction == "none" else loss
+    loss = loss.view(targets.shape) if reduction == "none" else loss
+    return (loss, lse.view(targets.shape)) if return_lse else loss

@@ -17,6 +17,13 @@ def _steps(value: float, total: int) -> int:
     return int(round(value * total)) if value < 1 else int(value)
 
 
+def decay_start(total_steps: int, cfg: ScheduleConfig) -> int:
+    """First step of a WSD run's decay: the step a decay branch leaves the stable run at."""
+    warmup = min(_steps(cfg.warmup, total_steps), total_steps)
+    decay = min(max(1, _steps(cfg.decay, total_steps)), total_steps - warmup) or 1
+    return total_steps - decay
+
+
 def lr_multipliers(total_steps: int, cfg: ScheduleConfig) -> np.ndarray:
     """Multiplier of the peak learning rate at each step 0..total_steps-1."""
     step = np.arange(total_steps, dtype=np.float64)
@@ -32,8 +39,8 @@ def lr_multipliers(total_steps: int, cfg: ScheduleConfig) -> np.ndarray:
         else:
             mult = 1 - (1 - floor) * progress
     elif cfg.name == "wsd":
-        decay = min(max(1, _steps(cfg.decay, total_steps)), total_steps - warmup) or 1
-        start = total_steps - decay
+        start = decay_start(total_steps, cfg)
+        decay = total_steps - start
         progress = np.clip((step - start + 1) / decay, 0.0, 1.0)  # reaches 1 at the last step
         shape = {
             "linear": progress,

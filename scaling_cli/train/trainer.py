@@ -29,9 +29,11 @@ from scaling_cli.errors import UserError
 from scaling_cli.data.prepare import PreparedData
 from scaling_cli.evals import downstream_evals
 from scaling_cli.faults import crash_point
+from scaling_cli.model import mup
 from scaling_cli.model.gpt import GPT
 from scaling_cli.plan import RunSpec
 from scaling_cli.store import CURVE_COLUMNS, EVAL_COLUMNS, RunStore
+from scaling_cli.train.diagnostics import StepDiagnostics
 from scaling_cli.train.evaluate import validation_loss
 from scaling_cli.train.schedule import lr_multipliers
 
@@ -71,12 +73,19 @@ def autocast_context(device: torch.device, precision: str):
 
 
 def build_optimizer(model: GPT, cfg: OptimConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (not norms or the embedding, which decay hurts)."""
+    """AdamW; weight decay on matrices only (not norms or the embedding, which decay hurts).
+
+    Every group carries `lr_mult`, its learning rate as a multiple of the schedule's: 1, except μP's
+    hidden matrices (1/width multiplier, scaling_cli/model/mup.py), which get a group of their own.
+    The step loop sets group["lr"] = schedule lr x lr_mult. Groups are ordered decay first, so the
+    standard parametrization keeps its two groups (and checkpoints) exactly as before."""
     embedding = model.embed.weight
-    decay, no_decay = [], []
-    for param in model.parameters():  # tied lm_head is the embedding and appears once
-        (decay if param.dim() >= 2 and param is not embedding else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    buckets: dict[tuple[bool, float], list] = {}
+    for name, param in model.named_parameters():  # tied lm_head is the embedding and appears once
+        decay = param.dim() >= 2 and param is not embedding
+        buckets.setdefault((decay, mup.lr_multiplier(model.cfg, name, param)), []).append(param)
+    groups = [{"params": buckets[key], "weight_decay": cfg.weight_decay if key[0] else 0.0, "lr": cfg.lr * key[1],
+               "lr_mult": key[1]} for key in sorted(buckets, key=lambda k: (not k[0], -k[1]))]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
                              fused=device.type == "cuda")
 
@@ -114,22 +123,25 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
     start, initial_loss, elapsed_before = 0, None, 0.0
     eval_seconds = [0.0]  # time spent in downstream evals, reported in status.json
     ckpt = load_checkpoint(store, spec.run_id, device)
+    source = spec.run_id
+    if ckpt is None and spec.parent:  # a WSD branch starts where its decay leaves the stable run
+        ckpt, source = load_branch_point(store, spec.parent, device), spec.parent["run_id"]
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start, initial_loss, elapsed_before = ckpt["step"], ckpt["initial_loss"], ckpt["elapsed_s"]
-        log.restore(store, spec.run_id, start)
+        log.restore(store, source, start)
     store.set_status(spec.run_id, "running", step=start, host=socket.gethostname(), pid=os.getpid(),
                      device=str(device))
 
-    def checkpoint(step: int, elapsed: float) -> None:
+    def checkpoint(step: int, elapsed: float, name: str = "checkpoint.pt") -> None:
         curve, evals = log.frames()
         store.write_table(spec.run_id, "curve", curve)
         store.write_table(spec.run_id, "evals", evals)
         crash_point("checkpoint")
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                  "initial_loss": initial_loss, "elapsed_s": elapsed}
-        store.write_with(spec.run_id, "checkpoint.pt", lambda f: torch.save(state, f))
+        store.write_with(spec.run_id, name, lambda f: torch.save(state, f))
         store.set_status(spec.run_id, "running", step=step, host=socket.gethostname(), pid=os.getpid())
 
     def evaluate(step: int) -> float:
@@ -152,25 +164,30 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
     window_start, window_time = start, time.perf_counter()
     pending_losses: list[torch.Tensor] = []
     pending_norms: list[torch.Tensor] = []
+    diagnostics = StepDiagnostics(model, cfg.train.diagnostics_interval,
+                                  autocast=lambda: autocast_context(device, cfg.train.precision))
     model.train()
     for step in range(start, spec.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = float(lrs[step])
+        for group in optimizer.param_groups:  # lr_mult: μP's per-group LR scaling (build_optimizer)
+            group["lr"] = float(lrs[step]) * group.get("lr_mult", 1.0)
         inputs, targets = data.train.sequences(order.indices(step))
         inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        diagnostics.begin(step, inputs, targets)  # stability diagnostics; a no-op off diagnostic steps
         with autocast_context(device, cfg.train.precision):
             loss = step_fn(inputs, targets)
         loss.backward()
         clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        diagnostics.before_update()
         optimizer.step()
+        diagnostics.after_update()
         optimizer.zero_grad(set_to_none=True)
         crash_point("step")
         pending_losses.append(loss.detach())
         pending_norms.append(grad_norm.detach())
 
         done = step + 1
-        if done % cfg.train.log_interval and done != spec.steps:
+        if done % cfg.train.log_interval and done != spec.steps and done not in spec.branch_points:
             continue
         losses = torch.stack(pending_losses).float().cpu().numpy()
         norms = torch.stack(pending_norms).float().cpu().numpy()
@@ -185,7 +202,7 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
             log.curve.append({"step": s, "tokens": s * spec.batch_size_tokens,
                               "flops": s * spec.batch_size_tokens * spec.flops_per_token,
                               "lr": float(lrs[s - 1]), "loss": float(value), "grad_norm": float(norm),
-                              "tokens_per_s": tokens_per_s, "elapsed_s": now - t0})
+                              "tokens_per_s": tokens_per_s, "elapsed_s": now - t0, **diagnostics.row(s)})
         if initial_loss is None:
             initial_loss = float(losses[0])
         reason = divergence(losses, initial_loss, cfg.train.divergence_factor)
@@ -203,6 +220,8 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
         if done % cfg.train.eval_interval == 0 and done != spec.steps:
             evaluate(done)
             model.train()
+        if done in spec.branch_points:
+            checkpoint(done, now - t0, name=f"branch-{done}.pt")
         if done % cfg.train.checkpoint_interval == 0 and done != spec.steps:
             checkpoint(done, now - t0)
 
@@ -235,6 +254,17 @@ def load_checkpoint(store: RunStore, run_id: str, device: torch.device) -> dict 
         for name in ("curve.parquet", "evals.parquet"):
             store.remove(run_id, name)
         return None
+
+
+def load_branch_point(store: RunStore, parent: dict, device: torch.device) -> dict:
+    """The stable run's checkpoint at the step a WSD branch leaves it."""
+    name = f"branch-{parent['step']}.pt"
+    if not store.exists(parent["run_id"], name):
+        state = store.status(parent["run_id"])["state"]
+        raise RuntimeError(f"stable run {parent['run_id']} ({state}) has no checkpoint at step {parent['step']} "
+                           "to branch from; it must finish first (a diverged stable run ends its branches)")
+    with store.fs.open(store.run_path(parent["run_id"], name), "rb") as f:
+        return torch.load(f, map_location=device, weights_only=False)
 
 
 def divergence(losses: np.ndarray, initial_loss: float, factor: float) -> str | None:
