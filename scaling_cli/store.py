@@ -159,6 +159,8 @@ def load_runs(root: str) -> pd.DataFrame:
         status = store.status(run_id)
         row["status"] = status["state"]
         row["step"] = status.get("step")
+        # WSD branching: a stable run is never annealed, so it is no final point of a loss law
+        row["wsd_role"] = "stable" if spec.get("branch_points") else ("branch" if spec.get("parent") else "")
         row["loss"] = float("nan")
         if store.exists(run_id, "evals.parquet"):
             evals = store.read_table(run_id, "evals")

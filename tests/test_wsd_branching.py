@@ -52,6 +52,7 @@ def test_branch_equals_the_wsd_run_trained_alone(tmp_path):
     assert main(["sweep", "--no-progress", *FAMILY, f"store.root={root}"]) == 0
     runs = load_runs(str(root))
     assert (runs["status"] == "done").all() and len(runs) == 3
+    assert sorted(runs["wsd_role"]) == ["branch", "branch", "stable"]
     store = RunStore(str(root))
     branch = min((s for s in plan(root=str(root)) if s.parent), key=lambda s: s.steps)
     # The same WSD run trained from scratch, alone (warmup as the family's step count).

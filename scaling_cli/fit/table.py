@@ -252,17 +252,23 @@ def prepare_table(df, spec: ColumnSpec, source: str = "table", min_points: int =
 
 def load_store(root: str, spec: ColumnSpec) -> Prepared:
     """Load a run store through scaling_cli.store and validate it like a table."""
+    import pandas as pd
+
     from scaling_cli import store
 
     runs = store.load_runs(root)
     if len(runs) == 0:
         raise UserError(f"{root}: no run folders found; pass a store written by `scaling-cli sweep` or a table")
     runs = runs.copy()
+    stable = runs["wsd_role"] == "stable" if "wsd_role" in runs.columns else pd.Series(False, index=runs.index)
+    runs = runs[~stable]  # unannealed WSD stable runs; their branches carry their curves
     if spec.params_kind == "nonembed" and spec.params == "params":
         spec = ColumnSpec(**{**spec.__dict__, "params": "params_nonembed"})
     prepared = prepare_table(runs, spec, source="store")
+    if stable.any():
+        prepared.meta["notes"].append(f"left out {int(stable.sum())} WSD stable run(s): not annealed, so not "
+                                      "final points; their decay branches are")
     keep = set(prepared.runs["run"])
-    import pandas as pd
 
     params_of = dict(zip(prepared.runs["run"], prepared.runs["params"]))
     try:
