@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from scaling_cli.errors import UserError
-from scaling_cli.evals.config import EvalConfig
+from scaling_cli.evals.config import EvalConfig, validate_eval
 
 
 class ConfigError(UserError):
@@ -336,6 +336,7 @@ def validate(cfg: DictConfig | Config) -> None:
     _require(all(0 < f <= 1 for f in sw.wsd_branches), "sweep.wsd_branches", "fractions must lie in (0, 1]")
     _require(not sw.wsd_branches or c.schedule.name == "wsd", "sweep.wsd_branches",
              f"branching needs schedule=wsd, got schedule.name={c.schedule.name!r}")
+    validate_eval(c.eval)
     lc = c.launcher
     _require(lc.workers >= 0, "launcher.workers", f"must be >= 0 (0: one per GPU), got {lc.workers}")
     _require(lc.lease_ttl_s > 0, "launcher.lease_ttl_s", f"must be > 0, got {lc.lease_ttl_s}")
