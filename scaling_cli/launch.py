@@ -18,7 +18,7 @@ from scaling_cli.config import LauncherConfig
 from scaling_cli.errors import UserError
 from scaling_cli.plan import RunSpec
 from scaling_cli.store import RunStore
-from scaling_cli.worker import BUSY, SKIP_STATES, execute_run, prepared_data, verify_finished
+from scaling_cli.worker import SKIP_STATES, execute_run, prepared_data, verify_finished
 
 
 @dataclass
@@ -183,4 +183,4 @@ def _git_sha() -> str | None:
     return out.stdout.strip() or None
 
 
-__all__ = ["BUSY", "SweepResult", "register_runs", "run_sweep"]
+__all__ = ["SweepResult", "register_runs", "run_sweep"]

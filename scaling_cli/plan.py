@@ -149,14 +149,14 @@ def _wsd_family(run_cfg: DictConfig, point: dict[str, Any]) -> list[RunSpec]:
     starts from the stable run's checkpoint where its decay begins. Warmup becomes a step
     count shared by the family, so every member's stable phase is the same."""
     from scaling_cli.config import ScheduleConfig
-    from scaling_cli.train.schedule import _steps, decay_start
+    from scaling_cli.train.schedule import decay_start, length_in_steps
 
     sweep = run_cfg.sweep
     batch_tokens = run_cfg.train.batch_size * run_cfg.model.seq_len
     if run_cfg.train.tokens is None:
         raise ConfigError("sweep.wsd_branches: branches are fractions of train.tokens; set train.tokens, not train.steps")
     longest = math.ceil(max(sweep.wsd_branches) * run_cfg.train.tokens / batch_tokens)
-    warmup = max(1, _steps(run_cfg.schedule.warmup, longest))
+    warmup = max(1, length_in_steps(run_cfg.schedule.warmup, longest))
     branches = []
     for fraction in sorted(set(sweep.wsd_branches)):
         branch_cfg = copy.deepcopy(run_cfg)

@@ -48,7 +48,9 @@ def print_plan(specs: list[RunSpec], cfg) -> None:
 
 
 def print_sweep_result(result, store) -> None:
-    parts = ", ".join(f"{v} {'held by another worker' if k == 'busy' else k}"
+    from scaling_cli.worker import BUSY
+
+    parts = ", ".join(f"{v} {'held by another worker' if k == BUSY else k}"
                       for k, v in sorted(result.states.items())) or "nothing to train"
     console.print(f"trained {result.trained} runs ({parts}); {result.skipped} already finished; store: {store.root}")
 

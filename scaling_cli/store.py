@@ -28,7 +28,6 @@ import pandas as pd
 from scaling_cli.faults import crash_point
 
 STATES = ("pending", "running", "done", "diverged", "failed")
-FINISHED = ("done", "diverged", "failed")
 
 # The last three are stability diagnostics (scaling_cli/train/diagnostics.py), NaN on the steps
 # between train.diagnostics_interval and in stores written before they existed.

@@ -12,22 +12,22 @@ import numpy as np
 from scaling_cli.config import ScheduleConfig
 
 
-def _steps(value: float, total: int) -> int:
+def length_in_steps(value: float, total: int) -> int:
     """A length given as a fraction of the run (< 1) or as a step count (>= 1)."""
     return int(round(value * total)) if value < 1 else int(value)
 
 
 def decay_start(total_steps: int, cfg: ScheduleConfig) -> int:
     """First step of a WSD run's decay: the step a decay branch leaves the stable run at."""
-    warmup = min(_steps(cfg.warmup, total_steps), total_steps)
-    decay = min(max(1, _steps(cfg.decay, total_steps)), total_steps - warmup) or 1
+    warmup = min(length_in_steps(cfg.warmup, total_steps), total_steps)
+    decay = min(max(1, length_in_steps(cfg.decay, total_steps)), total_steps - warmup) or 1
     return total_steps - decay
 
 
 def lr_multipliers(total_steps: int, cfg: ScheduleConfig) -> np.ndarray:
     """Multiplier of the peak learning rate at each step 0..total_steps-1."""
     step = np.arange(total_steps, dtype=np.float64)
-    warmup = min(_steps(cfg.warmup, total_steps), total_steps)
+    warmup = min(length_in_steps(cfg.warmup, total_steps), total_steps)
     floor = cfg.min_lr_ratio
     if cfg.name == "constant":
         mult = np.ones(total_steps)

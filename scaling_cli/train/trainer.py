@@ -100,6 +100,13 @@ class _Log:
     def frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         return (pd.DataFrame(self.curve, columns=CURVE_COLUMNS), pd.DataFrame(self.evals, columns=EVAL_COLUMNS))
 
+    def write(self, store: RunStore, run_id: str) -> pd.DataFrame:
+        """Write both tables to the run folder; returns the curve."""
+        curve, evals = self.frames()
+        store.write_table(run_id, "curve", curve)
+        store.write_table(run_id, "evals", evals)
+        return curve
+
     def restore(self, store: RunStore, run_id: str, step: int) -> None:
         for name, rows in (("curve", self.curve), ("evals", self.evals)):
             if store.exists(run_id, f"{name}.parquet"):
@@ -135,9 +142,7 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
                      device=str(device))
 
     def checkpoint(step: int, elapsed: float, name: str = "checkpoint.pt") -> None:
-        curve, evals = log.frames()
-        store.write_table(spec.run_id, "curve", curve)
-        store.write_table(spec.run_id, "evals", evals)
+        log.write(store, spec.run_id)
         crash_point("checkpoint")
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                  "initial_loss": initial_loss, "elapsed_s": elapsed}
@@ -207,9 +212,7 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
             initial_loss = float(losses[0])
         reason = divergence(losses, initial_loss, cfg.train.divergence_factor)
         if reason:
-            curve, evals = log.frames()
-            store.write_table(spec.run_id, "curve", curve)
-            store.write_table(spec.run_id, "evals", evals)
+            curve = log.write(store, spec.run_id)
             finite = curve["loss"][np.isfinite(curve["loss"])]
             store.set_status(spec.run_id, "diverged", step=done, reason=reason,
                              last_finite_loss=float(finite.iloc[-1]) if len(finite) else None)
@@ -226,9 +229,7 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
             checkpoint(done, now - t0)
 
     final_loss = evaluate(spec.steps)
-    curve, evals = log.frames()
-    store.write_table(spec.run_id, "curve", curve)
-    store.write_table(spec.run_id, "evals", evals)
+    log.write(store, spec.run_id)
     store.write_with(spec.run_id, "model.pt", lambda f: torch.save(model.state_dict(), f))
     store.set_status(spec.run_id, "done", step=spec.steps, val_loss=final_loss,
                      elapsed_s=time.perf_counter() - t0, downstream_eval_s=eval_seconds[0], device=str(device))
