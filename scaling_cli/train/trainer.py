@@ -114,6 +114,127 @@ class _Log:
                 rows.extend(frame[frame["step"] <= step].to_dict("records"))
 
 
+class RunRecorder:
+    """Everything one run writes to its store folder while it trains, whoever trains it: `train_run`
+    (alone) or `scaling_cli.train.pack_trainer` (as a member of a pack). The trainer brings the
+    model; this keeps the run's curve and evals, checks divergence, checkpoints, validates and
+    finishes, so a packed run's folder is identical in form to a solo run's."""
+
+    def __init__(self, spec: RunSpec, store: RunStore, data: PreparedData, device: torch.device) -> None:
+        self.spec, self.store, self.data, self.device = spec, store, data, device
+        self.cfg = RunConfig.from_spec(spec)
+        self.lrs = self.cfg.optim.lr * lr_multipliers(spec.steps, self.cfg.schedule)
+        self.order = BatchOrder(data.train.count, self.cfg.train.batch_size, self.cfg.train.seed)
+        self.log = _Log()
+        self.start, self.initial_loss, self.elapsed_before, self.eval_seconds = 0, None, 0.0, 0.0
+
+    def resume(self) -> dict | None:
+        """The checkpoint to continue from (the run's own, or a WSD branch's point in its stable
+        run), with the curve and evals restored up to it; None for a fresh start."""
+        ckpt = load_checkpoint(self.store, self.spec.run_id, self.device)
+        source = self.spec.run_id
+        if ckpt is None and self.spec.parent:  # a WSD branch starts where its decay leaves the stable run
+            ckpt, source = load_branch_point(self.store, self.spec.parent, self.device), self.spec.parent["run_id"]
+        if ckpt is not None:
+            self.start, self.initial_loss, self.elapsed_before = ckpt["step"], ckpt["initial_loss"], ckpt["elapsed_s"]
+            self.log.restore(self.store, source, self.start)
+        return ckpt
+
+    def begin(self, model: GPT) -> None:
+        """Mark the run running and validate the initial model of a fresh run; starts the clock."""
+        self.store.set_status(self.spec.run_id, "running", step=self.start, host=socket.gethostname(),
+                              pid=os.getpid(), device=str(self.device))
+        if self.start == 0:
+            self.evaluate(model, 0)
+        self.t0 = time.perf_counter() - self.elapsed_before
+        self.window_start, self.window_time = self.start, time.perf_counter()
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets of this run's batch at `step`, on the device."""
+        inputs, targets = self.data.train.sequences(self.order.indices(step))
+        return inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+
+    def due(self, done: int) -> bool:
+        """Whether per-step metrics must be flushed after `done` steps (log, end, branch points)."""
+        return done % self.cfg.train.log_interval == 0 or done == self.spec.steps or done in self.spec.branch_points
+
+    def record(self, done: int, losses: np.ndarray, norms: np.ndarray,
+               diagnostics: Callable[[int], dict] = lambda step: {}) -> str | None:
+        """Append curve rows for steps done-len(losses)+1 .. done; 'diverged' (status written,
+        checkpoint removed) if the run must stop, else None."""
+        spec = self.spec
+        now = time.perf_counter()
+        self.tokens_per_s = (done - self.window_start) * spec.batch_size_tokens / max(now - self.window_time, 1e-9)
+        self.window_start, self.window_time = done, now
+        first = done - len(losses)
+        for i, (value, norm) in enumerate(zip(losses, norms)):
+            s = first + i + 1
+            self.log.curve.append({"step": s, "tokens": s * spec.batch_size_tokens,
+                                   "flops": s * spec.batch_size_tokens * spec.flops_per_token,
+                                   "lr": float(self.lrs[s - 1]), "loss": float(value), "grad_norm": float(norm),
+                                   "tokens_per_s": self.tokens_per_s, "elapsed_s": now - self.t0, **diagnostics(s)})
+        if self.initial_loss is None:
+            self.initial_loss = float(losses[0])
+        reason = divergence(losses, self.initial_loss, self.cfg.train.divergence_factor)
+        if not reason:
+            return None
+        curve = self.log.write(self.store, spec.run_id)
+        finite = curve["loss"][np.isfinite(curve["loss"])]
+        self.store.set_status(spec.run_id, "diverged", step=done, reason=reason,
+                              last_finite_loss=float(finite.iloc[-1]) if len(finite) else None)
+        self.store.remove(spec.run_id, "checkpoint.pt")
+        return "diverged"
+
+    def after_record(self, done: int, model: Callable[[], GPT], states: Callable[[], tuple[dict, dict]]) -> None:
+        """Periodic validation and checkpoints after a flush at `done` steps (not at the end).
+        `model` gives the run's GPT, `states` its (model, optimizer) state dicts, only when needed."""
+        train = self.cfg.train
+        if done % train.eval_interval == 0 and done != self.spec.steps:
+            trained = model()
+            self.evaluate(trained, done)
+            trained.train()
+        if done in self.spec.branch_points:
+            self.checkpoint(done, *states(), name=f"branch-{done}.pt")
+        if done % train.checkpoint_interval == 0 and done != self.spec.steps:
+            self.checkpoint(done, *states())
+
+    def evaluate(self, model: GPT, step: int) -> float:
+        """Validation loss (and downstream evals when due) of `model` at `step`, logged."""
+        cfg = self.cfg
+        autocast = autocast_context(self.device, cfg.train.precision)
+        value = validation_loss(model, self.data.validation, cfg.train, self.device, autocast)
+        rows = [{"task": "val", "metric": "loss", "value": value}]
+        final = step == self.spec.steps
+        if cfg.eval.tasks and (final or (cfg.eval.interval and step and step % cfg.eval.interval == 0)):
+            started = time.perf_counter()
+            rows += downstream_evals(model, self.data.tokenizer, cfg.eval, self.device, autocast)
+            self.eval_seconds += time.perf_counter() - started
+        tokens = step * self.spec.batch_size_tokens
+        position = {"step": step, "tokens": tokens, "flops": tokens * self.spec.flops_per_token}
+        self.log.evals.extend({**position, **row} for row in rows)
+        return value
+
+    def checkpoint(self, step: int, model_state: dict, optimizer_state: dict, name: str = "checkpoint.pt") -> None:
+        self.log.write(self.store, self.spec.run_id)
+        crash_point("checkpoint")
+        state = {"model": model_state, "optimizer": optimizer_state, "step": step,
+                 "initial_loss": self.initial_loss, "elapsed_s": time.perf_counter() - self.t0}
+        self.store.write_with(self.spec.run_id, name, lambda f: torch.save(state, f))
+        self.store.set_status(self.spec.run_id, "running", step=step, host=socket.gethostname(), pid=os.getpid())
+
+    def finish(self, model: GPT, **status) -> str:
+        """Final validation, tables, model.pt and status 'done'; the checkpoint goes."""
+        spec = self.spec
+        final_loss = self.evaluate(model, spec.steps)
+        self.log.write(self.store, spec.run_id)
+        self.store.write_with(spec.run_id, "model.pt", lambda f: torch.save(model.state_dict(), f))
+        self.store.set_status(spec.run_id, "done", step=spec.steps, val_loss=final_loss,
+                              elapsed_s=time.perf_counter() - self.t0, downstream_eval_s=self.eval_seconds,
+                              device=str(self.device), **status)
+        self.store.remove(spec.run_id, "checkpoint.pt")
+        return "done"
+
+
 def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: ProgressHook | None = None) -> str:
     cfg = RunConfig.from_spec(spec)
     device = pick_device(cfg.train.device)
@@ -123,65 +244,26 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
     model = GPT(cfg.model).to(device)
     optimizer = build_optimizer(model, cfg.optim, device)
     step_fn = torch.compile(model) if cfg.train.compile else model
-    lrs = cfg.optim.lr * lr_multipliers(spec.steps, cfg.schedule)
-    order = BatchOrder(data.train.count, cfg.train.batch_size, cfg.train.seed)
-    log = _Log()
-
-    start, initial_loss, elapsed_before = 0, None, 0.0
-    eval_seconds = [0.0]  # time spent in downstream evals, reported in status.json
-    ckpt = load_checkpoint(store, spec.run_id, device)
-    source = spec.run_id
-    if ckpt is None and spec.parent:  # a WSD branch starts where its decay leaves the stable run
-        ckpt, source = load_branch_point(store, spec.parent, device), spec.parent["run_id"]
+    run = RunRecorder(spec, store, data, device)
+    ckpt = run.resume()
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        start, initial_loss, elapsed_before = ckpt["step"], ckpt["initial_loss"], ckpt["elapsed_s"]
-        log.restore(store, source, start)
-    store.set_status(spec.run_id, "running", step=start, host=socket.gethostname(), pid=os.getpid(),
-                     device=str(device))
-
-    def checkpoint(step: int, elapsed: float, name: str = "checkpoint.pt") -> None:
-        log.write(store, spec.run_id)
-        crash_point("checkpoint")
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                 "initial_loss": initial_loss, "elapsed_s": elapsed}
-        store.write_with(spec.run_id, name, lambda f: torch.save(state, f))
-        store.set_status(spec.run_id, "running", step=step, host=socket.gethostname(), pid=os.getpid())
-
-    def evaluate(step: int) -> float:
-        autocast = autocast_context(device, cfg.train.precision)
-        value = validation_loss(model, data.validation, cfg.train, device, autocast)
-        rows = [{"task": "val", "metric": "loss", "value": value}]
-        final = step == spec.steps
-        if cfg.eval.tasks and (final or (cfg.eval.interval and step and step % cfg.eval.interval == 0)):
-            started = time.perf_counter()
-            rows += downstream_evals(model, data.tokenizer, cfg.eval, device, autocast)
-            eval_seconds[0] += time.perf_counter() - started
-        position = {"step": step, "tokens": step * spec.batch_size_tokens,
-                    "flops": step * spec.batch_size_tokens * spec.flops_per_token}
-        log.evals.extend({**position, **row} for row in rows)
-        return value
-
-    if start == 0:
-        evaluate(0)
-    t0 = time.perf_counter() - elapsed_before
-    window_start, window_time = start, time.perf_counter()
+    run.begin(model)
     pending_losses: list[torch.Tensor] = []
     pending_norms: list[torch.Tensor] = []
     diagnostics = StepDiagnostics(model, cfg.train.diagnostics_interval,
                                   autocast=lambda: autocast_context(device, cfg.train.precision))
+    clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
     model.train()
-    for step in range(start, spec.steps):
+    for step in range(run.start, spec.steps):
         for group in optimizer.param_groups:  # lr_mult: μP's per-group LR scaling (build_optimizer)
-            group["lr"] = float(lrs[step]) * group.get("lr_mult", 1.0)
-        inputs, targets = data.train.sequences(order.indices(step))
-        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            group["lr"] = float(run.lrs[step]) * group.get("lr_mult", 1.0)
+        inputs, targets = run.batch(step)
         diagnostics.begin(step, inputs, targets)  # stability diagnostics; a no-op off diagnostic steps
         with autocast_context(device, cfg.train.precision):
             loss = step_fn(inputs, targets)
         loss.backward()
-        clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         diagnostics.before_update()
         optimizer.step()
@@ -192,49 +274,18 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
         pending_norms.append(grad_norm.detach())
 
         done = step + 1
-        if done % cfg.train.log_interval and done != spec.steps and done not in spec.branch_points:
+        if not run.due(done):
             continue
         losses = torch.stack(pending_losses).float().cpu().numpy()
         norms = torch.stack(pending_norms).float().cpu().numpy()
         pending_losses.clear()
         pending_norms.clear()
-        now = time.perf_counter()
-        tokens_per_s = (done - window_start) * spec.batch_size_tokens / max(now - window_time, 1e-9)
-        window_start, window_time = done, now
-        first = done - len(losses)
-        for i, (value, norm) in enumerate(zip(losses, norms)):
-            s = first + i + 1
-            log.curve.append({"step": s, "tokens": s * spec.batch_size_tokens,
-                              "flops": s * spec.batch_size_tokens * spec.flops_per_token,
-                              "lr": float(lrs[s - 1]), "loss": float(value), "grad_norm": float(norm),
-                              "tokens_per_s": tokens_per_s, "elapsed_s": now - t0, **diagnostics.row(s)})
-        if initial_loss is None:
-            initial_loss = float(losses[0])
-        reason = divergence(losses, initial_loss, cfg.train.divergence_factor)
-        if reason:
-            curve = log.write(store, spec.run_id)
-            finite = curve["loss"][np.isfinite(curve["loss"])]
-            store.set_status(spec.run_id, "diverged", step=done, reason=reason,
-                             last_finite_loss=float(finite.iloc[-1]) if len(finite) else None)
-            store.remove(spec.run_id, "checkpoint.pt")
+        if run.record(done, losses, norms, diagnostics.row):
             return "diverged"
         if progress:
-            progress(done, spec.steps, {"loss": float(losses[-1]), "tokens_per_s": tokens_per_s})
-        if done % cfg.train.eval_interval == 0 and done != spec.steps:
-            evaluate(done)
-            model.train()
-        if done in spec.branch_points:
-            checkpoint(done, now - t0, name=f"branch-{done}.pt")
-        if done % cfg.train.checkpoint_interval == 0 and done != spec.steps:
-            checkpoint(done, now - t0)
-
-    final_loss = evaluate(spec.steps)
-    log.write(store, spec.run_id)
-    store.write_with(spec.run_id, "model.pt", lambda f: torch.save(model.state_dict(), f))
-    store.set_status(spec.run_id, "done", step=spec.steps, val_loss=final_loss,
-                     elapsed_s=time.perf_counter() - t0, downstream_eval_s=eval_seconds[0], device=str(device))
-    store.remove(spec.run_id, "checkpoint.pt")
-    return "done"
+            progress(done, spec.steps, {"loss": float(losses[-1]), "tokens_per_s": run.tokens_per_s})
+        run.after_record(done, lambda: model, lambda: (model.state_dict(), optimizer.state_dict()))
+    return run.finish(model)
 
 
 def load_checkpoint(store: RunStore, run_id: str, device: torch.device) -> dict | None:
