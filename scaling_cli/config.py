@@ -147,6 +147,9 @@ class TrainConfig:
     """A run whose smoothed loss exceeds this multiple of its initial loss is stopped as diverged."""
     compile: bool = False
     """torch.compile the model (worth it on GPU for long runs)."""
+    compile_mode: str = "default"
+    """torch.compile mode: 'default', 'reduce-overhead' (CUDA graphs: fewer launches for tiny
+    proxies), 'max-autotune' or 'max-autotune-no-cudagraphs'."""
     threads: int = 0
     """CPU threads for torch; 0 keeps torch's default."""
     diagnostics_interval: int = 50
@@ -171,6 +174,14 @@ class LauncherConfig:
     """'local' (this machine), 'ray' (a Ray cluster) or 'slurm' (submitit)."""
     workers: int = 0
     """local: worker processes; 0 means one per visible GPU, or 1 on a CPU-only machine."""
+    pack_size: int = 0
+    """Most runs trained together as one batched model (a pack: same architecture, batch size and
+    data; any lr, schedule, seed, weight decay, init scale, z-loss). 0 chooses from GPU memory
+    (packing only on CUDA), 1 trains every run alone."""
+    pack_max: int = 16
+    """Upper bound on the automatic pack size."""
+    pack_memory_fraction: float = 0.8
+    """Share of free GPU memory the automatic pack size may plan to use."""
     lease_ttl_s: float = 120.0
     """A run's claim lapses this long after its worker's last heartbeat (a dead worker on the
     same host is noticed at once)."""
@@ -278,6 +289,7 @@ _CHOICES = {
     "schedule.name": ("constant", "cosine", "linear", "wsd"),
     "schedule.decay_shape": ("linear", "cosine", "sqrt"),
     "train.precision": ("auto", "bf16", "fp32"),
+    "train.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
     "launcher.name": ("local", "ray", "slurm"),
     "launcher.slurm_cluster": ("slurm", "local", "debug"),
 }
@@ -339,6 +351,10 @@ def validate(cfg: DictConfig | Config) -> None:
     validate_eval(c.eval)
     lc = c.launcher
     _require(lc.workers >= 0, "launcher.workers", f"must be >= 0 (0: one per GPU), got {lc.workers}")
+    _require(lc.pack_size >= 0, "launcher.pack_size", f"must be >= 0 (0: from GPU memory, 1: no packing), got {lc.pack_size}")
+    _require(lc.pack_max >= 1, "launcher.pack_max", f"must be >= 1, got {lc.pack_max}")
+    _require(0 < lc.pack_memory_fraction <= 1, "launcher.pack_memory_fraction",
+             f"must lie in (0, 1], got {lc.pack_memory_fraction}")
     _require(lc.lease_ttl_s > 0, "launcher.lease_ttl_s", f"must be > 0, got {lc.lease_ttl_s}")
     d = c.data
     _require(0 < d.val_fraction < 1, "data.val_fraction", f"must lie in (0, 1), got {d.val_fraction}")

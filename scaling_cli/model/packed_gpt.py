@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from scaling_cli.config import ModelConfig
 from scaling_cli.model import mup
-from scaling_cli.model.gpt import apply_rope, mlp_hidden_width, rope_tables
+from scaling_cli.model.gpt import GPT, apply_rope, mlp_hidden_width, rope_tables
 from scaling_cli.model.loss import lm_loss
 
 # Model fields that may differ inside a pack: they change values, never shapes or the forward's
@@ -185,11 +185,15 @@ class PackedGPT(nn.Module):
 
     @torch.no_grad()
     def keep(self, members: list[int]) -> None:
-        """Shrink the pack to `members` (indices into the current pack), e.g. when runs finish."""
+        """Shrink the pack to `members` (indices into the current pack), e.g. when runs finish.
+        Parameters are replaced by new ones (autograd records a leaf's shape), so an optimizer
+        must look them up again by name (PackedAdamW.keep does)."""
         index = torch.tensor(members, device=self.rope_cos.device)
-        for param in self.parameters():
-            param.data = param.data.index_select(0, index)
-            param.grad = None
+        for name, param in list(self.named_parameters()):
+            owner, _, attr = name.rpartition(".")
+            setattr(self.get_submodule(owner), attr, nn.Parameter(param.index_select(0, index)))
+        if self.cfgs[0].tied_embeddings:
+            self.lm_head.weight = self.embed.weight
         self.cfgs = [self.cfgs[i] for i in members]
 
     def hidden_states(self, idx: Tensor) -> Tensor:
@@ -202,8 +206,28 @@ class PackedGPT(nn.Module):
 
     def forward(self, idx: Tensor, targets: Tensor) -> Tensor:
         """Mean language-modelling loss of each member [K] (nats/token), each under its own z-loss."""
-        hidden = self.hidden_states(idx)
+        return self.losses(self.hidden_states(idx), targets)
+
+    def losses(self, hidden: Tensor, targets: Tensor) -> Tensor:
+        """Each member's mean loss [K] from its hidden states [K, N, d] and targets [K, ...]."""
         # One fused linear + cross-entropy per head: the kernel's working set is bounded per call,
         # and a head's logits are never materialised, so K heads cost K x one head's memory.
         return torch.stack([lm_loss(hidden[k], self.lm_head.weight[k], targets[k].reshape(-1), cfg)
                             for k, cfg in enumerate(self.cfgs)])
+
+    def member(self, k: int) -> GPT:
+        """A standalone GPT holding a copy of member k (for validation, evals and model.pt)."""
+        with torch.device("meta"):
+            model = GPT(self.cfgs[k])
+        model.load_state_dict(self.member_state(k), assign=True)
+        if self.cfgs[k].tied_embeddings:
+            model.lm_head.weight = model.embed.weight
+        model.rope_cos, model.rope_sin = self.rope_cos, self.rope_sin
+        return model
+
+
+def hidden_states_fn(model: PackedGPT, idx: Tensor) -> Tensor:
+    """`model.hidden_states` as a free function: what the pack trainer compiles. Compiled once, it
+    serves every pack of a shape in the process (dynamo guards on shapes, not module identity),
+    and the loss stays outside the graph, so members' z-loss or soft-cap values never recompile."""
+    return model.hidden_states(idx)

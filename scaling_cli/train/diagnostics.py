@@ -121,3 +121,40 @@ class StepDiagnostics:
         """The diagnostics of curve row `row_step` as floats (NaN on steps not diagnosed)."""
         values = self._pending.pop(row_step, {})
         return {name: float(values[name]) if name in values else math.nan for name in COLUMNS}
+
+
+class PackDiagnostics:
+    """`StepDiagnostics` for the members of a pack (scaling_cli.train.pack_trainer): the same three
+    numbers per member, each from that member alone. The forward pass runs on a standalone copy of
+    the member (`PackedGPT.member`), and the update ratio compares slices of the stacked matrices."""
+
+    def __init__(self, intervals: list[int], autocast: Callable[[], AbstractContextManager] = nullcontext) -> None:
+        self.intervals, self.autocast = list(intervals), autocast
+        self._due: list[tuple[int, int]] = []  # (member, step) diagnosed at this step
+        self._snapshot: list[tuple[Tensor, Tensor]] | None = None
+        self._pending: list[dict[int, dict[str, Tensor]]] = [{} for _ in intervals]
+
+    def begin(self, model: nn.Module, steps: list[int], inputs: Tensor, targets: Tensor) -> None:
+        """model: the PackedGPT; steps: each member's step; inputs/targets [K, batch, seq]."""
+        self._due = [(k, s) for k, s in enumerate(steps) if is_diagnostic_step(s, self.intervals[k])]
+        for k, step in self._due:
+            with self.autocast():
+                self._pending[k][step + 1] = forward_diagnostics(model.member(k), inputs[k], targets[k])
+
+    def before_update(self, model: nn.Module) -> None:
+        if self._due:
+            self._snapshot = [(p, p.detach().clone()) for p in model.parameters() if p.dim() >= 3]
+
+    def after_update(self) -> None:
+        if self._snapshot is not None:
+            for k, step in self._due:
+                self._pending[k][step + 1]["update_ratio"] = update_ratio([(p[k], old[k]) for p, old in self._snapshot])
+        self._snapshot = None
+
+    def row(self, k: int, row_step: int) -> dict[str, float]:
+        values = self._pending[k].pop(row_step, {})
+        return {name: float(values[name]) if name in values else math.nan for name in COLUMNS}
+
+    def keep(self, members: list[int]) -> None:
+        self.intervals = [self.intervals[i] for i in members]
+        self._pending = [self._pending[i] for i in members]

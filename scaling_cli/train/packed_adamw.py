@@ -132,7 +132,9 @@ class PackedAdamW:
                 table[name] = table[name].index_select(0, index)
         self.steps = self.steps[members]
         self.optims = [self.optims[i] for i in members]
-        self._names = {id(p): n for n, p in self.model.named_parameters()}
+        params = dict(self.model.named_parameters())
+        self.groups = [(group, [params[n] for n in group.names]) for group, _ in self.groups]
+        self._names = {id(p): n for n, p in params.items()}
 
     def member_state_dict(self, k: int, lr: float) -> dict:
         """Member k's state as torch.optim.AdamW.state_dict() of the run trained alone."""

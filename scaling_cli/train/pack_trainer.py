@@ -1,0 +1,138 @@
+"""Train a pack: K runs of one architecture as one batched model, each recorded as if trained alone.
+
+    outcomes = train_pack(specs, store, data)     # {run_id: 'done' | 'diverged'}
+
+Members start from their own state: a fresh run from the GPT its seed initialises, a resumed run
+from its checkpoint, a WSD branch from its stable run's branch point; so they may sit at different
+steps, and each keeps its own data order, schedule and optimizer step count. Every run's folder
+gets what `train_run` would write (scaling_cli.train.trainer.RunRecorder does the writing): curve,
+evals, checkpoints in the solo format, model.pt and status. A member that finishes or diverges
+leaves the pack, which shrinks and trains on. Per-step losses stay on the device until some member
+is due to log, as in the solo trainer.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from scaling_cli.data.prepare import PreparedData
+from scaling_cli.faults import crash_point
+from scaling_cli.model.gpt import GPT
+from scaling_cli.model.packed_gpt import PackedGPT, hidden_states_fn
+from scaling_cli.plan import RunSpec
+from scaling_cli.store import RunStore
+from scaling_cli.train.diagnostics import PackDiagnostics
+from scaling_cli.train.packed_adamw import PackedAdamW
+from scaling_cli.train.trainer import ProgressHook, RunRecorder, autocast_context, pick_device
+
+COMPILE_BACKEND = "inductor"
+"""torch.compile backend of packs (tests swap in a counting backend)."""
+
+
+@lru_cache(maxsize=None)
+def compiled_hidden_states(mode: str, backend: str | object):
+    """One compiled forward per process and mode, shared by every pack: dynamo's cache holds one
+    graph per shape (and pack size), so a sweep compiles each architecture once."""
+    return torch.compile(hidden_states_fn, mode=None if mode == "default" else mode, backend=backend)
+
+
+def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
+               progress: ProgressHook | None = None) -> dict[str, str]:
+    """Train `specs` (one architecture, batch size and data; see scaling_cli.packs) together."""
+    runs = [RunRecorder(spec, store, data, pick_device(specs[0].config["train"]["device"])) for spec in specs]
+    train_cfg, device = runs[0].cfg.train, runs[0].device
+    if train_cfg.threads:
+        torch.set_num_threads(train_cfg.threads)
+    model_states, optimizer_states = zip(*(_starting_state(run) for run in runs))
+    with torch.device(device):
+        packed = PackedGPT([run.cfg.model for run in runs])
+    packed.load_member_states(list(model_states))
+    optimizer = PackedAdamW(packed, [run.cfg.optim for run in runs])
+    for k, state in enumerate(optimizer_states):
+        if state is not None:
+            optimizer.load_member_state_dict(k, state)
+    forward = (compiled_hidden_states(train_cfg.compile_mode, COMPILE_BACKEND) if train_cfg.compile
+               else hidden_states_fn)
+    autocast = lambda: autocast_context(device, train_cfg.precision)  # noqa: E731
+    diagnostics = PackDiagnostics([run.cfg.train.diagnostics_interval for run in runs], autocast)
+    for k, run in enumerate(runs):
+        run.begin(packed.member(k))
+        run.step = run.start
+    outcomes: dict[str, str] = {}
+    pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (losses [K], grad norms [K]) per step
+    host: list[tuple[list[float], list[float]]] = [([], []) for _ in runs]  # fetched, not yet logged
+    packed.train()
+    while runs:
+        steps = [run.step for run in runs]
+        lrs = torch.tensor([run.lrs[run.step] for run in runs], dtype=torch.float64)
+        inputs, targets = (torch.stack(parts) for parts in zip(*(run.batch(run.step) for run in runs)))
+        diagnostics.begin(packed, steps, inputs, targets)
+        with autocast():
+            losses = packed.losses(forward(packed, inputs), targets)
+        losses.sum().backward()  # member k's gradient is that of its own mean loss
+        grad_norms = optimizer.clip_grad_norms()
+        diagnostics.before_update(packed)
+        optimizer.step(lrs)
+        diagnostics.after_update()
+        optimizer.zero_grad()
+        crash_point("step")
+        pending.append((losses.detach(), grad_norms))
+        for run in runs:
+            run.step += 1
+        due = [k for k, run in enumerate(runs) if run.due(run.step)]
+        if not due:
+            continue
+        _fetch(pending, host)
+        leaving = []
+        for k in due:
+            run = runs[k]
+            losses_k, norms_k = (np.asarray(values) for values in host[k])
+            host[k] = ([], [])
+            if run.record(run.step, losses_k, norms_k, lambda s, k=k: diagnostics.row(k, s)):
+                outcomes[run.spec.run_id] = "diverged"
+                leaving.append(k)
+            elif run.step == run.spec.steps:
+                outcomes[run.spec.run_id] = run.finish(packed.member(k), pack_size=len(specs))
+                leaving.append(k)
+            else:
+                run.after_record(run.step, lambda k=k: packed.member(k), lambda k=k, run=run: (
+                    packed.member_state(k), optimizer.member_state_dict(k, float(run.lrs[run.step - 1]))))
+        if progress:
+            last = [run.log.curve[-1]["loss"] for run in runs if run.log.curve]
+            progress(max(run.step for run in runs), max(run.spec.steps for run in runs),
+                     {"loss": float(np.mean(last)) if last else math.nan,
+                      "tokens_per_s": sum(getattr(run, "tokens_per_s", 0.0) for run in runs)})
+        if leaving:
+            stay = [k for k in range(len(runs)) if k not in leaving]
+            if stay:
+                packed.keep(stay)
+                optimizer.keep(stay)
+                diagnostics.keep(stay)
+            runs = [runs[k] for k in stay]
+            host = [host[k] for k in stay]
+    return outcomes
+
+
+def _starting_state(run: RunRecorder) -> tuple[dict, dict | None]:
+    """(GPT state dict, AdamW state dict or None) a member starts from, as the solo trainer would."""
+    ckpt = run.resume()
+    if ckpt is not None:
+        return ckpt["model"], ckpt["optimizer"]
+    torch.manual_seed(run.cfg.train.seed)  # the same initial weights as the run trained alone
+    return GPT(run.cfg.model).state_dict(), None
+
+
+def _fetch(pending: list[tuple[torch.Tensor, torch.Tensor]], host: list[tuple[list[float], list[float]]]) -> None:
+    """Move the pending per-step values to the host, one list per member (one sync for all steps)."""
+    if not pending:
+        return
+    losses = torch.stack([p[0] for p in pending]).float().cpu().numpy()
+    norms = torch.stack([p[1] for p in pending]).float().cpu().numpy()
+    pending.clear()
+    for k, (member_losses, member_norms) in enumerate(host):
+        member_losses.extend(losses[:, k].tolist())
+        member_norms.extend(norms[:, k].tolist())
