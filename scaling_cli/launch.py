@@ -4,8 +4,10 @@ The launcher writes every run's spec up front (so `status` sees the whole sweep 
 checks devices and prepares data before any training, then hands runs to workers. Workers
 claim runs through leases in the store (scaling_cli.worker), so re-running a sweep, running
 two sweeps on one store, or mixing backends never trains a run twice, and finished runs are
-skipped. Runs go smallest-first on one worker (early results) and largest-first on many (so
-the long ones do not straggle at the end).
+skipped. Runs of one architecture are grouped into packs that train as one batched model on a
+GPU (scaling_cli.packs; the pack size comes from GPU memory unless launcher.pack_size sets it).
+Packs go largest-first (so the long ones do not straggle at the end); unpacked runs on a single
+worker go smallest-first (early results).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from scaling_cli.config import LauncherConfig
 from scaling_cli.errors import UserError
 from scaling_cli.plan import RunSpec
 from scaling_cli.store import RunStore
-from scaling_cli.worker import SKIP_STATES, execute_run, prepared_data, verify_finished
+from scaling_cli.packs import free_gpu_bytes, make_packs
+from scaling_cli.worker import SKIP_STATES, execute_pack, prepared_data, verify_finished
 
 
 @dataclass
@@ -54,20 +57,23 @@ def run_sweep(specs: list[RunSpec], store: RunStore, launcher: LauncherConfig | 
     todo = [s for s in specs
             if not (store.status(s.run_id)["state"] in SKIP_STATES and verify_finished(store, s.run_id))]
     workers = _local_workers(launcher) if launcher.name == "local" else len(todo)
+    free_bytes = free_gpu_bytes() if launcher.name == "local" and not launcher.pack_size else None
     outcomes: list[str] = []
     # WSD branches start from their stable run's checkpoints, so they go in a second wave.
     for wave in ([s for s in todo if not s.parent], [s for s in todo if s.parent]):
-        wave.sort(key=lambda s: s.flops, reverse=workers > 1)
-        if not wave:
+        packs = make_packs(wave, launcher, free_bytes)
+        if all(len(p) == 1 for p in packs) and workers == 1:
+            packs.sort(key=lambda p: p[0].flops)  # one worker, no packing: smallest first (early results)
+        if not packs:
             continue
         if launcher.name == "ray":
-            outcomes += _run_ray(wave, store.root, launcher)
+            outcomes += _run_ray(packs, store.root, launcher)
         elif launcher.name == "slurm":
-            outcomes += _run_slurm(wave, store.root, launcher)
+            outcomes += _run_slurm(packs, store.root, launcher)
         elif workers > 1:
-            outcomes += _run_processes(wave, store.root, launcher, workers)
+            outcomes += _run_processes(packs, store.root, launcher, workers)
         else:
-            outcomes += _run_here(wave, store.root, launcher, show_progress)
+            outcomes += _run_here(packs, store.root, launcher, show_progress)
     return SweepResult(states=Counter(outcomes), trained=len(todo), skipped=len(specs) - len(todo))
 
 
@@ -79,26 +85,27 @@ def _local_workers(launcher: LauncherConfig) -> int:
     return max(1, torch.cuda.device_count())
 
 
-def _run_here(todo: list[RunSpec], root: str, launcher: LauncherConfig, show_progress: bool) -> list[str]:
-    """One run after another in this process, with a bar for the sweep and one for the run."""
+def _run_here(packs: list[list[RunSpec]], root: str, launcher: LauncherConfig, show_progress: bool) -> list[str]:
+    """One pack (or run) after another in this process, with a bar for the sweep and one for the pack."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TimeRemainingColumn()]
     outcomes: list[str] = []
     with Progress(*columns, disable=not show_progress) as bar:
-        sweep_task = bar.add_task("sweep", total=len(todo), info="")
-        for spec in todo:
-            run_task = bar.add_task(spec.name, total=spec.steps, info="")
+        sweep_task = bar.add_task("sweep", total=sum(len(p) for p in packs), info="")
+        for pack in packs:
+            name = pack[0].name if len(pack) == 1 else f"pack of {len(pack)} x {pack[0].name.split('-')[0]}"
+            run_task = bar.add_task(name, total=max(s.steps for s in pack), info="")
 
             def hook(done: int, total: int, metrics: dict, task=run_task) -> None:
                 bar.update(task, completed=done,
                            info=f"loss {metrics['loss']:.3f}  {metrics['tokens_per_s'] / 1e3:.1f}k tok/s")
 
-            outcomes.append(execute_run(spec, root, launcher.lease_ttl_s, progress=hook))
+            outcomes += execute_pack(pack, root, launcher.lease_ttl_s, progress=hook)
             bar.remove_task(run_task)
             counts = Counter(outcomes)
-            bar.update(sweep_task, advance=1, info=", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+            bar.update(sweep_task, advance=len(pack), info=", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return outcomes
 
 
@@ -109,7 +116,7 @@ def _pin_gpu(queue) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(index)
 
 
-def _run_processes(todo: list[RunSpec], root: str, launcher: LauncherConfig, workers: int) -> list[str]:
+def _run_processes(packs: list[list[RunSpec]], root: str, launcher: LauncherConfig, workers: int) -> list[str]:
     """Several worker processes on this machine, one per GPU when there are GPUs."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -122,12 +129,12 @@ def _run_processes(todo: list[RunSpec], root: str, launcher: LauncherConfig, wor
     for i in range(workers):
         queue.put(i % gpus if gpus else None)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_pin_gpu, initargs=(queue,)) as pool:
-        futures = [pool.submit(execute_run, spec, root, launcher.lease_ttl_s) for spec in todo]
-        return [future.result() for future in as_completed(futures)]
+        futures = [pool.submit(execute_pack, pack, root, launcher.lease_ttl_s) for pack in packs]
+        return [outcome for future in as_completed(futures) for outcome in future.result()]
 
 
-def _run_ray(todo: list[RunSpec], root: str, launcher: LauncherConfig) -> list[str]:
-    """One Ray task per run, each asking for its GPUs and CPUs; the store root must be reachable
+def _run_ray(packs: list[list[RunSpec]], root: str, launcher: LauncherConfig) -> list[str]:
+    """One Ray task per pack (or run), each asking for its GPUs and CPUs; the store root must be reachable
     from every node (a shared filesystem or an fsspec URL such as s3://)."""
     try:
         import ray
@@ -138,20 +145,21 @@ def _run_ray(todo: list[RunSpec], root: str, launcher: LauncherConfig) -> list[s
         ray.init(address=launcher.ray_address, include_dashboard=False, log_to_driver=False,
                  ignore_reinit_error=True)
     try:
-        task = ray.remote(num_gpus=launcher.ray_num_gpus, num_cpus=launcher.ray_num_cpus, max_retries=1)(execute_run)
-        return ray.get([task.remote(spec, root, launcher.lease_ttl_s) for spec in todo])
+        task = ray.remote(num_gpus=launcher.ray_num_gpus, num_cpus=launcher.ray_num_cpus, max_retries=1)(execute_pack)
+        results = ray.get([task.remote(pack, root, launcher.lease_ttl_s) for pack in packs])
+        return [outcome for outcomes in results for outcome in outcomes]
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _run_slurm(todo: list[RunSpec], root: str, launcher: LauncherConfig) -> list[str]:
-    """The runs as one SLURM array job through submitit ('local'/'debug' clusters run without SLURM)."""
+def _run_slurm(packs: list[list[RunSpec]], root: str, launcher: LauncherConfig) -> list[str]:
+    """The packs (or runs) as one SLURM array job through submitit ('local'/'debug' clusters run without SLURM)."""
     try:
         import submitit
     except ImportError as err:
         raise UserError("launcher.name: 'slurm' needs the submitit package; pip install 'scaling-cli[slurm]'") from err
-    if not todo:
+    if not packs:
         return []
     executor = submitit.AutoExecutor(folder=launcher.slurm_folder, cluster=launcher.slurm_cluster)
     params = {"timeout_min": launcher.slurm_time_min}
@@ -160,8 +168,8 @@ def _run_slurm(todo: list[RunSpec], root: str, launcher: LauncherConfig) -> list
                       cpus_per_task=launcher.slurm_cpus_per_task, mem_gb=launcher.slurm_mem_gb,
                       slurm_array_parallelism=launcher.slurm_array_parallelism)
     executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
-    jobs = executor.map_array(execute_run, todo, [root] * len(todo), [launcher.lease_ttl_s] * len(todo))
-    return [job.result() for job in jobs]
+    jobs = executor.map_array(execute_pack, packs, [root] * len(packs), [launcher.lease_ttl_s] * len(packs))
+    return [outcome for job in jobs for outcome in job.result()]
 
 
 def _version() -> str:

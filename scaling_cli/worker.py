@@ -1,4 +1,4 @@
-"""Execute one run wherever a backend placed it: claim it, train it, record the outcome.
+"""Execute one run (or a pack of runs) wherever a backend placed it: claim, train, record the outcome.
 
 Every backend (local processes, Ray tasks, SLURM jobs) calls `execute_run`, so the rules
 are the same everywhere: a run is trained only by the worker holding its lease; a finished
@@ -9,6 +9,7 @@ an interrupt leaves the run `pending` with its last checkpoint.
 from __future__ import annotations
 
 import traceback
+from contextlib import ExitStack
 
 from scaling_cli.plan import RunSpec
 from scaling_cli.store import RunStore
@@ -63,7 +64,6 @@ def remove_orphans(store: RunStore, run_id: str) -> None:
 def execute_run(spec: RunSpec, root: str, lease_ttl_s: float, progress=None) -> str:
     """Train `spec` into the store at `root` unless it is finished or held; return its outcome."""
     from scaling_cli.lease import try_claim
-    from scaling_cli.train import trainer
 
     store = RunStore(root)
     lease = try_claim(store, spec.run_id, ttl=lease_ttl_s)
@@ -74,12 +74,60 @@ def execute_run(spec: RunSpec, root: str, lease_ttl_s: float, progress=None) -> 
         if state in SKIP_STATES and verify_finished(store, spec.run_id):
             return FINISHED_ELSEWHERE
         remove_orphans(store, spec.run_id)
-        try:
-            return trainer.train_run(spec, store, prepared_data(spec), progress=progress)
-        except KeyboardInterrupt:
+        return _train([spec], store, progress)[spec.run_id]
+
+
+def execute_pack(specs: list[RunSpec], root: str, lease_ttl_s: float, progress=None) -> list[str]:
+    """Train the runs of a pack (scaling_cli.packs) together; one outcome per spec, in order.
+
+    Each run is claimed on its own, under the same rules as `execute_run`: members another
+    worker holds or finished are left out, and the pack trains whatever it claimed. A crash marks
+    every member that had not finished `failed`; an interrupt leaves them `pending`."""
+    if len(specs) == 1:
+        return [execute_run(specs[0], root, lease_ttl_s, progress)]
+    from scaling_cli.lease import try_claim
+
+    store = RunStore(root)
+    outcomes: dict[str, str] = {}
+    with ExitStack() as leases:
+        claimed = []
+        for spec in specs:
+            lease = try_claim(store, spec.run_id, ttl=lease_ttl_s)
+            if lease is None:
+                outcomes[spec.run_id] = BUSY
+                continue
+            leases.enter_context(lease)
+            if store.status(spec.run_id)["state"] in SKIP_STATES and verify_finished(store, spec.run_id):
+                outcomes[spec.run_id] = FINISHED_ELSEWHERE
+                continue
+            remove_orphans(store, spec.run_id)
+            claimed.append(spec)
+        if claimed:
+            outcomes.update(_train(claimed, store, progress))
+    return [outcomes[spec.run_id] for spec in specs]
+
+
+def _train(specs: list[RunSpec], store: RunStore, progress) -> dict[str, str]:
+    """Train claimed runs (alone, or as a pack when several) -> {run_id: outcome}. A crash or an
+    interrupt is recorded for every run that had not finished (a pack's finished members keep
+    their status): `failed` with the error, or `pending` to resume from the last checkpoint."""
+    from scaling_cli.train import pack_trainer, trainer
+
+    def unfinished() -> list[RunSpec]:
+        return [s for s in specs if store.status(s.run_id)["state"] not in SKIP_STATES]
+
+    try:
+        data = prepared_data(specs[0])
+        if len(specs) == 1:
+            return {specs[0].run_id: trainer.train_run(specs[0], store, data, progress=progress)}
+        return pack_trainer.train_pack(specs, store, data, progress)
+    except KeyboardInterrupt:
+        for spec in unfinished():
             store.set_status(spec.run_id, "pending", note="interrupted; resumes from its last checkpoint")
-            raise
-        except Exception as err:  # a crashing run must not take the sweep down with it
+        raise
+    except Exception as err:  # a crashing pack must not take the sweep down with it
+        failed = unfinished()
+        for spec in failed:
             store.set_status(spec.run_id, "failed", error=f"{type(err).__name__}: {err}",
                              traceback=traceback.format_exc(limit=8))
-            return "failed"
+        return {**{s.run_id: store.status(s.run_id)["state"] for s in specs}, **{s.run_id: "failed" for s in failed}}
