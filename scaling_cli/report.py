@@ -39,12 +39,27 @@ def print_plan(specs: list[RunSpec], cfg) -> None:
     label = "GPU-hours (H100 at 40% MFU)" if device == "cuda" else "CPU-hours (at 50 GFLOP/s)"
     console.print(f"total: {total['runs']} runs, {human(total['tokens'])} tokens, {human(total['flops'], 'FLOP')}, "
                   f"~{hours:.3g} {label}")
+    _print_packing(specs, cfg.launcher)
     branches = [s for s in specs if s.parent]
     if branches:
         saved = 1 - total["flops"] / total["flops_unbranched"]
         console.print(f"WSD branching: {len(branches)} decay branches from {len(specs) - len(branches)} stable runs "
                       f"cost {human(total['flops'], 'FLOP')} instead of {human(total['flops_unbranched'], 'FLOP')} "
                       f"for the same runs trained separately ({100 * saved:.0f}% saved)")
+
+
+def _print_packing(specs: list[RunSpec], launcher) -> None:
+    """How the runs group into packs (runs of one architecture that can train as one model)."""
+    from scaling_cli.packs import pack_key
+
+    groups = Counter(pack_key(s) for s in specs)
+    on_gpu = any(str(s.config["train"]["device"]).startswith("cuda") for s in specs)
+    if max(groups.values(), default=0) < 2 or launcher.pack_size == 1 or not (on_gpu or launcher.pack_size):
+        return
+    size = (f"at most {launcher.pack_size} per pack" if launcher.pack_size
+            else "pack size from GPU memory at launch")
+    console.print(f"packing: {len(groups)} architectures, up to {max(groups.values())} runs each can train as one "
+                  f"batched model; {size}")
 
 
 def print_sweep_result(result, store) -> None:

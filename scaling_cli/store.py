@@ -147,7 +147,8 @@ def load_runs(root: str) -> pd.DataFrame:
     validation loss in nats/token; NaN unless the run is done), lr, batch_size (tokens per
     step), seq_len, d_model, n_layer, n_head, vocab_size, schedule, warmup, seed, step (last
     step reached), parametrization, qk_layernorm, z_loss (None in stores older than these
-    fields), and `<task>_<metric>` for every other eval recorded at the last eval step.
+    fields), pack_size (how many runs trained together in the pack that finished this one; 1
+    alone), and `<task>_<metric>` for every other eval recorded at the last eval step.
     Unfinished runs report the tokens and FLOPs they were planned for.
     """
     store = RunStore(root)
@@ -158,6 +159,7 @@ def load_runs(root: str) -> pd.DataFrame:
         status = store.status(run_id)
         row["status"] = status["state"]
         row["step"] = status.get("step")
+        row["pack_size"] = status.get("pack_size", 1)
         # WSD branching: a stable run is never annealed, so it is no final point of a loss law
         row["wsd_role"] = "stable" if spec.get("branch_points") else ("branch" if spec.get("parent") else "")
         row["loss"] = float("nan")

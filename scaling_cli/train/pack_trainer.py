@@ -27,7 +27,7 @@ from scaling_cli.plan import RunSpec
 from scaling_cli.store import RunStore
 from scaling_cli.train.diagnostics import PackDiagnostics
 from scaling_cli.train.packed_adamw import PackedAdamW
-from scaling_cli.train.trainer import ProgressHook, RunRecorder, autocast_context, pick_device
+from scaling_cli.train.trainer import RECOMPILE_LIMIT, ProgressHook, RunRecorder, autocast_context, pick_device
 
 COMPILE_BACKEND = "inductor"
 """torch.compile backend of packs (tests swap in a counting backend)."""
@@ -35,9 +35,22 @@ COMPILE_BACKEND = "inductor"
 
 @lru_cache(maxsize=None)
 def compiled_hidden_states(mode: str, backend: str | object):
-    """One compiled forward per process and mode, shared by every pack: dynamo's cache holds one
-    graph per shape (and pack size), so a sweep compiles each architecture once."""
+    """One compiled forward per process and mode, shared by every pack (see `pack_forward`)."""
     return torch.compile(hidden_states_fn, mode=None if mode == "default" else mode, backend=backend)
+
+
+def pack_forward(packed: PackedGPT, inputs: torch.Tensor, compiled) -> torch.Tensor:
+    """Hidden states of a pack through the compiled forward, with the pack axis K symbolic.
+
+    Dynamo guards on shapes, not module identity, so every pack of an architecture reuses one
+    graph; marking K dynamic (on the inputs and on the parameters, which dynamo otherwise treats
+    as static) lets that graph also serve packs of other sizes and a pack that shrinks as its
+    members finish. Only K = 1 gets a graph of its own (dynamo specialises size-1 dimensions)."""
+    with torch._dynamo.config.patch(force_parameter_static_shapes=False, recompile_limit=RECOMPILE_LIMIT):
+        torch._dynamo.maybe_mark_dynamic(inputs, 0)
+        for param in packed.parameters():
+            torch._dynamo.maybe_mark_dynamic(param, 0)
+        return compiled(packed, inputs)
 
 
 def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
@@ -55,8 +68,7 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
     for k, state in enumerate(optimizer_states):
         if state is not None:
             optimizer.load_member_state_dict(k, state)
-    forward = (compiled_hidden_states(train_cfg.compile_mode, COMPILE_BACKEND) if train_cfg.compile
-               else hidden_states_fn)
+    compiled = compiled_hidden_states(train_cfg.compile_mode, COMPILE_BACKEND) if train_cfg.compile else None
     autocast = lambda: autocast_context(device, train_cfg.precision)  # noqa: E731
     diagnostics = PackDiagnostics([run.cfg.train.diagnostics_interval for run in runs], autocast)
     for k, run in enumerate(runs):
@@ -72,7 +84,8 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
         inputs, targets = (torch.stack(parts) for parts in zip(*(run.batch(run.step) for run in runs)))
         diagnostics.begin(packed, steps, inputs, targets)
         with autocast():
-            losses = packed.losses(forward(packed, inputs), targets)
+            hidden = pack_forward(packed, inputs, compiled) if compiled else packed.hidden_states(inputs)
+            losses = packed.losses(hidden, targets)
         losses.sum().backward()  # member k's gradient is that of its own mean loss
         grad_norms = optimizer.clip_grad_norms()
         diagnostics.before_update(packed)

@@ -67,6 +67,7 @@ class PackedAdamW:
         self.exp_avg = {n: torch.zeros_like(p) for n, p in params.items()}
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in params.items()}
         self.steps = torch.zeros(model.members, dtype=torch.float64)
+        self._clip_limits: Tensor | None = None  # [K] on the device, built at the first clip
 
     def _per_member(self, field: str) -> Tensor:
         return torch.tensor([getattr(o, field) for o in self.optims], dtype=torch.float64)
@@ -77,9 +78,10 @@ class PackedAdamW:
         per-member norms before clipping [K], as torch.nn.utils.clip_grad_norm_ does for one run."""
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         norms = torch.stack([g.flatten(1).float().norm(dim=1) for g in grads]).norm(dim=0)
-        limits = torch.tensor([o.grad_clip if o.grad_clip > 0 else math.inf for o in self.optims],
-                              device=norms.device)
-        coef = (limits / (norms + 1e-6)).clamp(max=1.0)
+        if self._clip_limits is None or self._clip_limits.device != norms.device:
+            self._clip_limits = torch.tensor([o.grad_clip if o.grad_clip > 0 else math.inf for o in self.optims],
+                                             device=norms.device)
+        coef = (self._clip_limits / (norms + 1e-6)).clamp(max=1.0)
         for g in grads:
             g.mul_(_bcast(coef.to(g.dtype), g))
         return norms
@@ -99,7 +101,10 @@ class PackedAdamW:
             decay = 1 - lr * wd if group.decay else torch.ones_like(lr)
             table.append(torch.stack([decay, 1 - beta1, beta2, 1 - beta2, -lr / bias1, bias2_sqrt, eps]))
         device = next(self.model.parameters()).device
-        table = torch.stack(table).to(device, torch.float32, non_blocking=True)
+        table = torch.stack(table).float()
+        if device.type == "cuda":  # pinned, so the copy is truly asynchronous
+            table = table.pin_memory()
+        table = table.to(device, non_blocking=True)
         for (group, params), factors in zip(self.groups, table):
             for param in params:
                 if param.grad is None:
@@ -132,6 +137,7 @@ class PackedAdamW:
                 table[name] = table[name].index_select(0, index)
         self.steps = self.steps[members]
         self.optims = [self.optims[i] for i in members]
+        self._clip_limits = None
         params = dict(self.model.named_parameters())
         self.groups = [(group, [params[n] for n in group.names]) for group, _ in self.groups]
         self._names = {id(p): n for n, p in params.items()}

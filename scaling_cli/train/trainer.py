@@ -56,6 +56,16 @@ class RunConfig:
                    TrainConfig(**c["train"]), EvalConfig(**c.get("eval", {})))
 
 
+RECOMPILE_LIMIT = 256
+"""Graphs dynamo may keep per compiled function. Every architecture of a sweep is a graph of the
+same forward, and past the default limit of 8 dynamo silently falls back to eager."""
+
+
+def compile_model(model: GPT, mode: str):
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    return torch.compile(model, mode=None if mode == "default" else mode)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -243,7 +253,7 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
     torch.manual_seed(cfg.train.seed)
     model = GPT(cfg.model).to(device)
     optimizer = build_optimizer(model, cfg.optim, device)
-    step_fn = torch.compile(model) if cfg.train.compile else model
+    step_fn = compile_model(model, cfg.train.compile_mode) if cfg.train.compile else model
     run = RunRecorder(spec, store, data, device)
     ckpt = run.resume()
     if ckpt is not None:

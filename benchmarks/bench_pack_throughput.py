@@ -1,0 +1,288 @@
+"""Pack throughput: K same-shape proxies trained as one batched model vs one run at a time.
+
+    python benchmarks/bench_pack_throughput.py                        # 5 shapes x K = 1 (solo), 2, 4, 8, 16
+    python benchmarks/bench_pack_throughput.py --compile --packs 4,16 --shapes 256x4,768x12
+    python benchmarks/bench_pack_throughput.py --sweep-wall-time --sweep-overrides "sweep=chinchilla"
+    OMP_NUM_THREADS=1 python benchmarks/bench_pack_throughput.py --device cpu --shapes 64x2 \\
+        --vocab 512 --seq-len 64 --batch 4 --packs 2,4 --steps 3              # smoke run
+
+For each shape (d_model x n_layer, n_head = d_model / 64, GELU MLP) times, in one process, the
+solo training step exactly as benchmarks/bench_train_step.py does it (GPT, fused AdamW, clipping,
+bf16 autocast on CUDA) and the pack trainer's step for packs of K members (PackedGPT built from K
+seeded GPTs, PackedAdamW, per-member losses and clipping; scaling_cli/train/pack_trainer.py).
+Reports tokens/s summed over the pack's members, the speed-up over the solo step, MFU (tokens/s x
+training FLOPs per token from scaling_cli.model.counting / the GPU's dense bf16 peak), the peak
+GPU memory of the step against the planner's estimate (K x scaling_cli.packs.member_bytes, which
+is what sizes automatic packs; the fixed PACK_OVERHEAD_BYTES is not included), and with --compile
+the wall time of the warmup steps, where compilation happens. A configuration that runs out of
+GPU memory prints OOM and the rest go on. --sweep-wall-time also times a whole `scaling-cli sweep
+train=gpu train.compile=true` from a cold process. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from functools import partial
+from typing import Callable
+
+import torch
+
+from scaling_cli.config import ModelConfig, OptimConfig
+from scaling_cli.model.counting import count_params, flops_per_token
+from scaling_cli.model.gpt import GPT
+from scaling_cli.model.packed_gpt import PackedGPT, hidden_states_fn
+from scaling_cli.packs import member_bytes
+from scaling_cli.train.pack_trainer import compiled_hidden_states, pack_forward
+from scaling_cli.train.packed_adamw import PackedAdamW
+from scaling_cli.train.trainer import autocast_context, build_optimizer
+
+# Dense bf16 tensor-core peaks (vendor datasheets, without sparsity).
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "4090": 165e12}
+
+DEFAULT_SHAPES = "128x4,256x4,384x6,512x8,768x12"
+GIB = 1 << 30
+
+
+@dataclasses.dataclass
+class Result:
+    tokens_per_s: float | None = None  # None: the configuration ran out of memory
+    peak_bytes: int | None = None
+    warmup_s: float | None = None
+
+
+def peak_flops(name: str) -> float | None:
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    shapes = []
+    for item in text.split(","):
+        d_model, n_layer = (int(x) for x in item.lower().split("x"))
+        shapes.append((d_model, n_layer))
+    return shapes
+
+
+def model_config(d_model: int, n_layer: int, vocab: int, seq_len: int) -> ModelConfig:
+    # Head width 64 as in the planner's grids; tiny smoke shapes still get one head.
+    return ModelConfig(d_model=d_model, n_layer=n_layer, n_head=max(1, d_model // 64), seq_len=seq_len,
+                       vocab_size=vocab)
+
+
+def estimated_bytes(cfg: ModelConfig, batch: int, members: int) -> int:
+    """The planner's memory estimate for a pack; member_bytes only reads these fields of a RunSpec."""
+    spec = types.SimpleNamespace(config={"model": dataclasses.asdict(cfg), "train": {"batch_size": batch}},
+                                 params=count_params(cfg).total)
+    return members * member_bytes(spec)
+
+
+def solo_step(cfg: ModelConfig, batch: int, compile_model: bool, device: torch.device) -> Callable[[], None]:
+    """bench_train_step.time_steps' step: what train_run does for one run."""
+    torch.manual_seed(0)
+    model = GPT(cfg).to(device)
+    optimizer = build_optimizer(model, OptimConfig(), device)
+    step_fn = torch.compile(model) if compile_model else model
+    x = torch.randint(0, cfg.vocab_size, (batch, cfg.seq_len), device=device)
+    y = torch.randint(0, cfg.vocab_size, (batch, cfg.seq_len), device=device)
+
+    def step() -> None:
+        with autocast_context(device, "auto"):
+            loss = step_fn(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def pack_step(cfg: ModelConfig, members: int, batch: int, compile_model: bool,
+              device: torch.device) -> Callable[[], None]:
+    """pack_trainer.train_pack's step, without the logging, diagnostics and data loading."""
+    states = []
+    for seed in range(members):
+        torch.manual_seed(seed)
+        # Initialised on the device rather than the CPU as train_pack does: the values are the
+        # same kind of N(0, init_std) either way, and a CPU init of 16 x 110M parameters would
+        # take longer than the timing itself.
+        with torch.device(device):
+            states.append(GPT(cfg).state_dict())
+    with torch.device(device):
+        packed = PackedGPT([cfg] * members)
+    packed.load_member_states(states)
+    del states
+    optimizer = PackedAdamW(packed, [OptimConfig()] * members)
+    compiled = compiled_hidden_states("default", "inductor") if compile_model else None
+    lrs = torch.full((members,), OptimConfig().lr, dtype=torch.float64)
+    x = torch.randint(0, cfg.vocab_size, (members, batch, cfg.seq_len), device=device)
+    y = torch.randint(0, cfg.vocab_size, (members, batch, cfg.seq_len), device=device)
+    packed.train()
+
+    def step() -> None:
+        with autocast_context(device, "auto"):
+            hidden = pack_forward(packed, x, compiled) if compiled else hidden_states_fn(packed, x)
+            losses = packed.losses(hidden, y)
+        losses.sum().backward()
+        optimizer.clip_grad_norms()
+        optimizer.step(lrs)
+        optimizer.zero_grad()
+
+    return step
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def release(device: torch.device) -> None:
+    """Give back what the previous configuration held, so its peak never leaks into the next row."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def measure(build: Callable[[], Callable[[], None]], tokens_per_step: int, warmup: int, steps: int,
+            device: torch.device) -> Result:
+    # Each configuration compiles cold, so its compile time is its own (in a sweep, packs of one
+    # shape share a graph: the pack axis is dynamic, see pack_trainer.pack_forward).
+    torch._dynamo.reset()
+    release(device)
+    result = Result()
+    try:
+        step = build()
+        sync(device)
+        # After the build: constructing a pack briefly holds its members' GPT state dicts and the
+        # stacked copy, a transient the training step never sees again.
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        for _ in range(warmup):
+            step()
+        sync(device)
+        result.warmup_s = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync(device)
+        result.tokens_per_s = tokens_per_step * steps / (time.perf_counter() - start)
+        if device.type == "cuda":
+            result.peak_bytes = torch.cuda.max_memory_allocated()
+    except torch.cuda.OutOfMemoryError:
+        result = Result()
+    # Outside the except block: the traceback (and the tensors its frames hold) is gone by now.
+    step = None
+    release(device)
+    return result
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine() or "CPU"
+        name = f"CPU ({name}, {torch.get_num_threads()} threads)"
+    return f"{name}; torch {torch.__version__}; CUDA {torch.version.cuda or 'n/a'}"
+
+
+def fmt_row(cells: list[str], widths: list[int]) -> str:
+    return "  ".join(cell.rjust(width) for cell, width in zip(cells, widths))
+
+
+def benchmark(args: argparse.Namespace, device: torch.device) -> None:
+    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    header = ["shape", "K", "tok/s", "speed-up", "MFU", "peak GiB", "est GiB", "compile s"]
+    widths = [12, 8, 11, 8, 6, 9, 8, 9]
+    print(fmt_row(header, widths))
+    print(fmt_row(["-" * w for w in widths], widths))
+    packs = [int(k) for k in args.packs.split(",") if k]
+    for d_model, n_layer in parse_shapes(args.shapes):
+        cfg = model_config(d_model, n_layer, args.vocab, args.seq_len)
+        shape, tokens = f"d{d_model} L{n_layer}", args.batch * cfg.seq_len
+        solo = measure(partial(solo_step, cfg, args.batch, args.compile, device), tokens, args.warmup,
+                       args.steps, device)
+        print(fmt_row(row_cells(shape, "1 (solo)", solo, solo, cfg, estimated_bytes(cfg, args.batch, 1), peak,
+                                args.compile), widths), flush=True)
+        for k in packs:
+            res = measure(partial(pack_step, cfg, k, args.batch, args.compile, device), k * tokens, args.warmup,
+                          args.steps, device)
+            print(fmt_row(row_cells(shape, str(k), res, solo, cfg, estimated_bytes(cfg, args.batch, k), peak,
+                                    args.compile), widths), flush=True)
+
+
+def row_cells(shape: str, label: str, res: Result, solo: Result, cfg: ModelConfig, est_bytes: int,
+              peak: float | None, compiled: bool) -> list[str]:
+    est = f"{est_bytes / GIB:.2f}"
+    if res.tokens_per_s is None:
+        return [shape, label, "OOM", "-", "-", "-", est, "-"]
+    speedup = f"{res.tokens_per_s / solo.tokens_per_s:.2f}x" if solo.tokens_per_s else "n/a"
+    mfu = f"{100 * res.tokens_per_s * flops_per_token(cfg) / peak:.1f}%" if peak else "n/a"
+    mem = f"{res.peak_bytes / GIB:.2f}" if res.peak_bytes is not None else "n/a"
+    warm = f"{res.warmup_s:.1f}" if compiled else "-"
+    return [shape, label, f"{res.tokens_per_s:,.0f}", speedup, mfu, mem, est, warm]
+
+
+def sweep_wall_time(overrides: str) -> int:
+    """Time `scaling-cli sweep` from a cold process (imports, data, compiles, every pack) and
+    summarise what it trained from the store it wrote."""
+    from scaling_cli.store import load_curves, load_runs
+
+    with tempfile.TemporaryDirectory(prefix="bench_sweep_") as root:
+        command = [sys.executable, "-m", "scaling_cli.cli", "sweep", "--no-progress", "train=gpu",
+                   "train.compile=true", f"store.root={root}", *shlex.split(overrides)]
+        print("sweep:", shlex.join(command), flush=True)
+        start = time.perf_counter()
+        code = subprocess.run(command).returncode
+        wall = time.perf_counter() - start
+        print(f"sweep exit code {code}; wall time {wall:.1f} s")
+        try:
+            runs, curves = load_runs(root), load_curves(root)
+        except Exception as err:  # a failed sweep may leave no readable store; the wall time still counts
+            print(f"could not read the store: {err!r}")
+            return code or 1
+        states = runs["status"].value_counts().to_dict() if len(runs) else {}
+        print(f"runs: {len(runs)} {states}")
+        if len(curves):
+            last = curves.groupby("run_id")[["tokens", "elapsed_s"]].max()
+            tokens, train_s = float(last["tokens"].sum()), float(last["elapsed_s"].sum())
+            # Members of a pack share its clock, so this sum counts a pack's time once per member.
+            print(f"summed per-run training time {train_s:.1f} s (overlaps within packs); "
+                  f"{tokens:.3g} tokens trained, {tokens / wall:,.0f} tokens/s over the wall time")
+    return code
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", default=DEFAULT_SHAPES, help="comma-separated d_model x n_layer")
+    parser.add_argument("--packs", default="2,4,8,16", help="comma-separated pack sizes K")
+    parser.add_argument("--seq-len", type=int, default=1024)
+    parser.add_argument("--vocab", type=int, default=32768)
+    parser.add_argument("--batch", type=int, default=16, help="sequences per step per run")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the solo model and the pack forward")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sweep-wall-time", action="store_true",
+                        help="also time a whole `scaling-cli sweep train=gpu train.compile=true` from a cold start")
+    parser.add_argument("--sweep-overrides", default="", help="extra Hydra overrides for that sweep (space-separated)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    print(f"machine: {machine(device)}")
+    print(f"V={args.vocab} seq={args.seq_len} batch={args.batch}/run warmup={args.warmup} steps={args.steps} "
+          f"compile={args.compile}")
+    benchmark(args, device)
+    if args.sweep_wall_time:
+        return sweep_wall_time(args.sweep_overrides)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
