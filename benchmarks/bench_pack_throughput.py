@@ -30,23 +30,21 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from functools import partial
 from typing import Callable
 
 import torch
 
 from scaling_cli.config import ModelConfig, OptimConfig
-from scaling_cli.model.counting import count_params, flops_per_token
+from scaling_cli.model.counting import flops_per_token
 from scaling_cli.model.gpt import GPT
 from scaling_cli.model.packed_gpt import PackedGPT, hidden_states_fn
-from scaling_cli.packs import member_bytes
+from scaling_cli.packs import training_bytes
 from scaling_cli.train.pack_trainer import compiled_hidden_states, pack_forward
 from scaling_cli.train.packed_adamw import PackedAdamW
-from scaling_cli.train.trainer import autocast_context, build_optimizer
+from scaling_cli.train.trainer import autocast_context
 
-# Dense bf16 tensor-core peaks (vendor datasheets, without sparsity).
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "4090": 165e12}
+from bench_train_step import peak_flops, solo_step  # benchmarks/ is on sys.path when run as a script
 
 DEFAULT_SHAPES = "128x4,256x4,384x6,512x8,768x12"
 GIB = 1 << 30
@@ -57,10 +55,6 @@ class Result:
     tokens_per_s: float | None = None  # None: the configuration ran out of memory
     peak_bytes: int | None = None
     warmup_s: float | None = None
-
-
-def peak_flops(name: str) -> float | None:
-    return next((v for k, v in PEAK_BF16.items() if k in name), None)
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -78,30 +72,8 @@ def model_config(d_model: int, n_layer: int, vocab: int, seq_len: int) -> ModelC
 
 
 def estimated_bytes(cfg: ModelConfig, batch: int, members: int) -> int:
-    """The planner's memory estimate for a pack; member_bytes only reads these fields of a RunSpec."""
-    spec = types.SimpleNamespace(config={"model": dataclasses.asdict(cfg), "train": {"batch_size": batch}},
-                                 params=count_params(cfg).total)
-    return members * member_bytes(spec)
-
-
-def solo_step(cfg: ModelConfig, batch: int, compile_model: bool, device: torch.device) -> Callable[[], None]:
-    """bench_train_step.time_steps' step: what train_run does for one run."""
-    torch.manual_seed(0)
-    model = GPT(cfg).to(device)
-    optimizer = build_optimizer(model, OptimConfig(), device)
-    step_fn = torch.compile(model) if compile_model else model
-    x = torch.randint(0, cfg.vocab_size, (batch, cfg.seq_len), device=device)
-    y = torch.randint(0, cfg.vocab_size, (batch, cfg.seq_len), device=device)
-
-    def step() -> None:
-        with autocast_context(device, "auto"):
-            loss = step_fn(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
+    """The planner's memory estimate for a pack (what sizes automatic packs)."""
+    return members * training_bytes(cfg, batch)
 
 
 def pack_step(cfg: ModelConfig, members: int, batch: int, compile_model: bool,

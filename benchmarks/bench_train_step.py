@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Callable
 
 import torch
 
@@ -30,7 +31,8 @@ def peak_flops(name: str) -> float | None:
     return next((v for k, v in PEAK_BF16.items() if k in name), None)
 
 
-def time_steps(cfg: ModelConfig, batch: int, steps: int, compile_model: bool, device: torch.device) -> float:
+def solo_step(cfg: ModelConfig, batch: int, compile_model: bool, device: torch.device) -> Callable[[], None]:
+    """One training step of one run, as train_run does it (model, fused loss, AdamW, clipping)."""
     torch.manual_seed(0)
     model = GPT(cfg).to(device)
     optimizer = build_optimizer(model, OptimConfig(), device)
@@ -46,6 +48,11 @@ def time_steps(cfg: ModelConfig, batch: int, steps: int, compile_model: bool, de
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    return step
+
+
+def time_steps(cfg: ModelConfig, batch: int, steps: int, compile_model: bool, device: torch.device) -> float:
+    step = solo_step(cfg, batch, compile_model, device)
     for _ in range(5):
         step()
     if device.type == "cuda":

@@ -176,8 +176,9 @@ class LauncherConfig:
     """local: worker processes; 0 means one per visible GPU, or 1 on a CPU-only machine."""
     pack_size: int = 0
     """Most runs trained together as one batched model (a pack: same architecture, batch size and
-    data; any lr, schedule, seed, weight decay, init scale, z-loss). 0 chooses from GPU memory
-    (packing only on CUDA), 1 trains every run alone."""
+    data; any lr, schedule, seed, weight decay, init scale, z-loss). 0 chooses from the free memory
+    of this machine's GPU (local launcher on CUDA; elsewhere no packing: set it for ray/slurm
+    workers), 1 trains every run alone."""
     pack_max: int = 16
     """Upper bound on the automatic pack size."""
     pack_memory_fraction: float = 0.8

@@ -19,6 +19,7 @@ import math
 from collections import defaultdict
 
 from scaling_cli.config import LauncherConfig, ModelConfig
+from scaling_cli.model.counting import count_params
 from scaling_cli.model.gpt import mlp_hidden_width
 from scaling_cli.model.packed_gpt import shape_fields
 from scaling_cli.plan import RunSpec
@@ -41,17 +42,22 @@ def pack_key(spec: RunSpec) -> tuple:
 
 
 def member_bytes(spec: RunSpec) -> int:
-    """GPU memory one member of a pack needs: fp32 weights, gradients and two Adam moments
-    (16 bytes per parameter), plus the activations autograd keeps for one step under bf16
-    autocast, counted per token: per layer the fp32 residual and norm outputs, bf16 q/k/v and
-    their rotated copies, attention output, and the MLP's up/activation/down inputs."""
-    model = ModelConfig(**spec.config["model"])
+    """GPU memory one run of a pack needs (`training_bytes` of its model and batch size)."""
+    return training_bytes(ModelConfig(**spec.config["model"]), spec.config["train"]["batch_size"])
+
+
+def training_bytes(model: ModelConfig, batch_size: int) -> int:
+    """Memory to train one model: fp32 weights, gradients and two Adam moments (16 bytes per
+    parameter), plus the activations autograd keeps for one step under bf16 autocast, counted per
+    token: per layer the fp32 residual and norm outputs, bf16 q/k/v and their rotated copies,
+    attention output, and the MLP's up/activation/down inputs. An estimate for eager mode;
+    torch.compile's fusions keep less."""
     d, hidden = model.d_model, mlp_hidden_width(model)
     up_width = 2 * hidden if model.mlp == "swiglu" else hidden
     per_token_layer = 56 * d + 2 * (2 * up_width + hidden)
     per_token = model.n_layer * per_token_layer + 16 * d  # + embedding output, final norm, loss input
-    tokens = spec.config["train"]["batch_size"] * model.seq_len
-    return int(16 * spec.params + ACTIVATION_MARGIN * tokens * per_token)
+    tokens = batch_size * model.seq_len
+    return int(16 * count_params(model).total + ACTIVATION_MARGIN * tokens * per_token)
 
 
 def members_that_fit(spec: RunSpec, free_bytes: int, launcher: LauncherConfig) -> int:
