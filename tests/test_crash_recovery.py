@@ -66,3 +66,33 @@ def test_kill_then_rerun_finishes_every_run_exactly_once(point, count, tmp_path)
         assert val["step"].tolist() == [0, 10, 20, 30], run_id
     leftovers = [p for p in root.rglob("*") if ".tmp-" in p.name or p.name.startswith("lease.")]
     assert leftovers == []
+
+
+PACK_KILL_POINTS = [("step", 15), ("checkpoint", 2), ("store_write", 20)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point, count", PACK_KILL_POINTS, ids=[f"{p}-{c}" for p, c in PACK_KILL_POINTS])
+def test_kill_a_pack_then_rerun_resumes_every_member_to_the_uninterrupted_curves(point, count, tmp_path):
+    """The three runs train as one pack (launcher.pack_size=3); killed mid-pack, the re-run
+    finishes each from its own checkpoint, with the curves of an uninterrupted solo sweep."""
+    packed = ["launcher.pack_size=3"]
+    reference = subprocess.run([sys.executable, "-m", "scaling_cli.cli", "sweep", "--no-progress", *OVERRIDES,
+                                f"store.root={tmp_path / 'alone'}"], capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    root = tmp_path / "runs"
+    command = [sys.executable, "-m", "scaling_cli.cli", "sweep", "--no-progress", *OVERRIDES, *packed,
+               f"store.root={root}"]
+    env = {**os.environ, "SCALING_CLI_CRASH_AT": f"{point}:{count}"}
+    assert subprocess.run(command, env=env, capture_output=True, text=True, timeout=300).returncode == -9
+    env.pop("SCALING_CLI_CRASH_AT")
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    runs = load_runs(str(root))
+    assert len(runs) == 3 and (runs["status"] == "done").all() and (runs["pack_size"] > 1).any()
+    ours, theirs = (load_curves(str(r)).sort_values(["run_id", "step"]).reset_index(drop=True)
+                    for r in (root, tmp_path / "alone"))
+    assert ours["step"].tolist() == theirs["step"].tolist() == list(range(1, STEPS + 1)) * 3
+    assert (ours["loss"] - theirs["loss"]).abs().max() <= 1e-5 * theirs["loss"].abs().max()
+    leftovers = [p for p in root.rglob("*") if ".tmp-" in p.name or p.name.startswith("lease.")]
+    assert leftovers == []

@@ -350,3 +350,17 @@ def test_gpu_default_sweep_packs_by_width_within_the_memory_budget():
     on_h100 = make_packs(specs, LauncherConfig(), free_bytes=80 << 30)
     assert [len(p) for p in on_h100 if p[0].config["model"]["d_model"] == 128] == [8]  # a whole width at once
     assert len(make_packs(specs, LauncherConfig(), free_bytes=24 << 30)) > len(on_h100)
+
+
+def test_ctrl_c_mid_pack_leaves_finished_members_done_and_the_rest_pending(tmp_path):
+    specs = _spec_like(tmp_path, "sweep.zip=[{optim.lr:[1e-3,2e-3],train.tokens:[2560,7680]}]")
+    store = RunStore(str(tmp_path))
+    register_runs(specs, store)
+    with pytest.raises(KeyboardInterrupt):
+        execute_pack(specs, str(tmp_path), lease_ttl_s=60, progress=_Interrupt(15))
+    states = {s.tokens: store.status(s.run_id) for s in specs}
+    assert states[2560]["state"] == "done"
+    assert states[7680]["state"] == "pending" and "resumes" in states[7680]["note"]
+    assert torch.load(store.run_path(specs[1].run_id if specs[1].tokens == 7680 else specs[0].run_id,
+                                     "checkpoint.pt"), weights_only=False)["step"] == 10
+    assert not list(tmp_path.rglob("lease.*"))  # leases released
