@@ -8,7 +8,9 @@ an interrupt leaves the run `pending` with its last checkpoint.
 
 from __future__ import annotations
 
+import gc
 import traceback
+import warnings
 from contextlib import ExitStack
 
 from scaling_cli.plan import RunSpec
@@ -111,16 +113,11 @@ def _train(specs: list[RunSpec], store: RunStore, progress) -> dict[str, str]:
     """Train claimed runs (alone, or as a pack when several) -> {run_id: outcome}. A crash or an
     interrupt is recorded for every run that had not finished (a pack's finished members keep
     their status): `failed` with the error, or `pending` to resume from the last checkpoint."""
-    from scaling_cli.train import pack_trainer, trainer
-
     def unfinished() -> list[RunSpec]:
         return [s for s in specs if store.status(s.run_id)["state"] not in SKIP_STATES]
 
     try:
-        data = prepared_data(specs[0])
-        if len(specs) == 1:
-            return {specs[0].run_id: trainer.train_run(specs[0], store, data, progress=progress)}
-        return pack_trainer.train_pack(specs, store, data, progress)
+        return _train_halving(specs, store, prepared_data(specs[0]), progress)
     except KeyboardInterrupt:
         for spec in unfinished():
             store.set_status(spec.run_id, "pending", note="interrupted; resumes from its last checkpoint")
@@ -131,3 +128,31 @@ def _train(specs: list[RunSpec], store: RunStore, progress) -> dict[str, str]:
             store.set_status(spec.run_id, "failed", error=f"{type(err).__name__}: {err}",
                              traceback=traceback.format_exc(limit=8))
         return {**{s.run_id: store.status(s.run_id)["state"] for s in specs}, **{s.run_id: "failed" for s in failed}}
+
+
+def _train_halving(specs: list[RunSpec], store: RunStore, data, progress) -> dict[str, str]:
+    """Train a pack; if it runs out of GPU memory (the planner's estimate was optimistic), train
+    its unfinished members as two half-size packs instead, each resuming from its checkpoint."""
+    import torch
+
+    from scaling_cli.train import pack_trainer, trainer
+
+    if len(specs) == 1:
+        return {specs[0].run_id: trainer.train_run(specs[0], store, data, progress=progress)}
+    try:
+        return pack_trainer.train_pack(specs, store, data, progress)
+    except torch.OutOfMemoryError as err:
+        message = str(err).splitlines()[0]
+    # Outside the except block, so the failed pack's tensors (held by the traceback) are freed.
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    outcomes = {s.run_id: store.status(s.run_id)["state"] for s in specs}
+    left = [s for s in specs if outcomes[s.run_id] not in SKIP_STATES]
+    warnings.warn(f"a pack of {len(specs)} ran out of GPU memory ({message}); training its {len(left)} "
+                  "unfinished runs as two smaller packs (set launcher.pack_size to choose the size)")
+    half = (len(left) + 1) // 2
+    for part in (left[:half], left[half:]):
+        if part:
+            outcomes.update(_train_halving(part, store, data, progress))
+    return outcomes

@@ -364,3 +364,24 @@ def test_ctrl_c_mid_pack_leaves_finished_members_done_and_the_rest_pending(tmp_p
     assert torch.load(store.run_path(specs[1].run_id if specs[1].tokens == 7680 else specs[0].run_id,
                                      "checkpoint.pt"), weights_only=False)["step"] == 10
     assert not list(tmp_path.rglob("lease.*"))  # leases released
+
+
+def test_a_pack_that_runs_out_of_memory_trains_as_two_smaller_packs(tmp_path, monkeypatch):
+    specs = _spec_like(tmp_path / "pack", "sweep.grid={optim.lr:[1e-3,2e-3,3e-3,4e-3]}")
+    train_alone(specs, tmp_path / "alone")
+    store = RunStore(str(tmp_path / "pack"))
+    register_runs(specs, store)
+    original_step, sizes = PackedAdamW.step, []
+
+    def step_within_two(self, lrs):
+        sizes.append(len(lrs))
+        if len(lrs) > 2 and len(sizes) == 12:  # after the step-10 checkpoints
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original_step(self, lrs)
+
+    monkeypatch.setattr(PackedAdamW, "step", step_within_two)
+    with pytest.warns(UserWarning, match="ran out of GPU memory"):
+        outcomes = execute_pack(specs, str(tmp_path / "pack"), lease_ttl_s=60)
+    assert outcomes == ["done"] * 4
+    assert set(sizes) == {4, 2} and sizes.count(2) == 2 * (30 - 10)  # halves resumed from step 10
+    assert_same_curves(tmp_path / "alone", tmp_path / "pack")
