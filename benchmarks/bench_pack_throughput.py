@@ -2,7 +2,8 @@
 
     python benchmarks/bench_pack_throughput.py                        # 5 shapes x K = 1 (solo), 2, 4, 8, 16
     python benchmarks/bench_pack_throughput.py --compile --packs 4,16 --shapes 256x4,768x12
-    python benchmarks/bench_pack_throughput.py --sweep-wall-time --sweep-overrides "sweep=chinchilla"
+    python benchmarks/bench_pack_throughput.py --sweep-wall-time     # + the default GPU sweep, cold start
+    python benchmarks/bench_pack_throughput.py --shapes 128x4 --packs 16 --compile --profile
     OMP_NUM_THREADS=1 python benchmarks/bench_pack_throughput.py --device cpu --shapes 64x2 \\
         --vocab 512 --seq-len 64 --batch 4 --packs 2,4 --steps 3              # smoke run
 
@@ -16,7 +17,8 @@ GPU memory of the step against the planner's estimate (K x scaling_cli.packs.mem
 is what sizes automatic packs; the fixed PACK_OVERHEAD_BYTES is not included), and with --compile
 the wall time of the warmup steps, where compilation happens. A configuration that runs out of
 GPU memory prints OOM and the rest go on. --sweep-wall-time also times a whole `scaling-cli sweep
-train=gpu train.compile=true` from a cold process. Not a test.
+sweep=gpu_default` from a cold process, with the share of its packs' first steps (compilation);
+--profile prints where a pack's step time goes. Not a test.
 """
 
 from __future__ import annotations
@@ -202,14 +204,36 @@ def row_cells(shape: str, label: str, res: Result, solo: Result, cfg: ModelConfi
     return [shape, label, f"{res.tokens_per_s:,.0f}", speedup, mfu, mem, est, warm]
 
 
+def profile(args: argparse.Namespace, device: torch.device) -> None:
+    """Where a pack's step time goes: the top operators by device time (CPU time on a CPU)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    d_model, n_layer = parse_shapes(args.shapes)[0]
+    cfg = model_config(d_model, n_layer, args.vocab, args.seq_len)
+    members = max(int(k) for k in args.packs.split(",") if k)
+    step = pack_step(cfg, members, args.batch, args.compile, device)
+    for _ in range(args.warmup):
+        step()
+    sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        for _ in range(5):
+            step()
+        sync(device)
+    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    print(f"\nprofile: d{d_model} L{n_layer}, pack of {members}, 5 steps, top operators by {key}")
+    print(prof.key_averages().table(sort_by=key, row_limit=20))
+
+
 def sweep_wall_time(overrides: str) -> int:
     """Time `scaling-cli sweep` from a cold process (imports, data, compiles, every pack) and
     summarise what it trained from the store it wrote."""
     from scaling_cli.store import load_curves, load_runs
 
     with tempfile.TemporaryDirectory(prefix="bench_sweep_") as root:
-        command = [sys.executable, "-m", "scaling_cli.cli", "sweep", "--no-progress", "train=gpu",
-                   "train.compile=true", f"store.root={root}", *shlex.split(overrides)]
+        command = [sys.executable, "-m", "scaling_cli.cli", "sweep", "--no-progress", f"store.root={root}",
+                   *shlex.split(overrides)]
         print("sweep:", shlex.join(command), flush=True)
         start = time.perf_counter()
         code = subprocess.run(command).returncode
@@ -228,7 +252,24 @@ def sweep_wall_time(overrides: str) -> int:
             # Members of a pack share its clock, so this sum counts a pack's time once per member.
             print(f"summed per-run training time {train_s:.1f} s (overlaps within packs); "
                   f"{tokens:.3g} tokens trained, {tokens / wall:,.0f} tokens/s over the wall time")
+        first_steps = first_step_seconds(root)
+        if first_steps:
+            print(f"{len(first_steps)} packs; their first steps (where compilation happens) took "
+                  f"{sum(first_steps):.1f} s, {100 * sum(first_steps) / wall:.1f}% of the wall time")
     return code
+
+
+def first_step_seconds(root: str) -> list[float]:
+    """Each pack's first-step time (compile + one step), from its members' status files."""
+    from scaling_cli.store import RunStore
+
+    store = RunStore(root)
+    packs = {}
+    for run_id in store.run_ids():
+        status = store.status(run_id)
+        if status.get("first_step_s") is not None:
+            packs[status["pack_id"]] = status["first_step_s"]
+    return list(packs.values())
 
 
 def main() -> int:
@@ -243,14 +284,19 @@ def main() -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile the solo model and the pack forward")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sweep-wall-time", action="store_true",
-                        help="also time a whole `scaling-cli sweep train=gpu train.compile=true` from a cold start")
-    parser.add_argument("--sweep-overrides", default="", help="extra Hydra overrides for that sweep (space-separated)")
+                        help="also time a whole sweep (the default GPU sweep, sweeps/gpu_default.yaml) from a cold start")
+    parser.add_argument("--sweep-overrides", default="sweep=gpu_default",
+                        help="Hydra overrides of that sweep (space-separated)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print a torch.profiler summary of the largest pack of the first shape")
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"machine: {machine(device)}")
     print(f"V={args.vocab} seq={args.seq_len} batch={args.batch}/run warmup={args.warmup} steps={args.steps} "
           f"compile={args.compile}")
     benchmark(args, device)
+    if args.profile:
+        profile(args, device)
     if args.sweep_wall_time:
         return sweep_wall_time(args.sweep_overrides)
     return 0

@@ -14,6 +14,7 @@ is due to log, as in the solo trainer.
 from __future__ import annotations
 
 import math
+import time
 from functools import lru_cache
 
 import numpy as np
@@ -78,6 +79,7 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
     pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (losses [K], grad norms [K]) per step
     host: list[tuple[list[float], list[float]]] = [([], []) for _ in runs]  # fetched, not yet logged
     packed.train()
+    pack_id, started, first_step_s = specs[0].run_id, time.perf_counter(), None
     while runs:
         steps = [run.step for run in runs]
         lrs = torch.tensor([run.lrs[run.step] for run in runs], dtype=torch.float64)
@@ -94,6 +96,10 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
         optimizer.zero_grad()
         crash_point("step")
         pending.append((losses.detach(), grad_norms))
+        if first_step_s is None:  # compilation (if any) happens here; reported in each member's status
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            first_step_s = time.perf_counter() - started
         for run in runs:
             run.step += 1
         due = [k for k, run in enumerate(runs) if run.due(run.step)]
@@ -109,7 +115,8 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
                 outcomes[run.spec.run_id] = "diverged"
                 leaving.append(k)
             elif run.step == run.spec.steps:
-                outcomes[run.spec.run_id] = run.finish(packed.member(k), pack_size=len(specs))
+                outcomes[run.spec.run_id] = run.finish(packed.member(k), pack_size=len(specs), pack_id=pack_id,
+                                                       first_step_s=first_step_s)
                 leaving.append(k)
             else:
                 run.after_record(run.step, lambda k=k: packed.member(k), lambda k=k, run=run: (
