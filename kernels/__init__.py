@@ -10,6 +10,7 @@ belongs to Hugging Face's package). Imports nothing from ``scaling_cli``.
 from .linear_cross_entropy import (
     LinearCrossEntropy,
     linear_cross_entropy,
+    linear_cross_entropy_heads,
     linear_cross_entropy_reference,
     triton_available,
 )
@@ -17,6 +18,7 @@ from .linear_cross_entropy import (
 __all__ = [
     "LinearCrossEntropy",
     "linear_cross_entropy",
+    "linear_cross_entropy_heads",
     "linear_cross_entropy_reference",
     "triton_available",
 ]

@@ -11,14 +11,17 @@ log-sum-exp instead of keeping them from the forward. Peak extra memory is a
 few chunks plus an fp32 copy of the weight (none when it already is fp32) and
 an fp32 dW accumulator, so CPU training of a vocab-50k proxy stays small.
 
-Backend contract (shared with ``lce_triton``), for 2-D contiguous inputs:
+Backend contract (shared with ``lce_triton``), for contiguous inputs with a leading
+axis of K independent heads (K = 1 for a single loss; K runs of a pack otherwise):
 
-* ``lse_forward(h[T, d], w[V, d], y[T], softcap) -> (lse[T], target_logit[T])``,
+* ``lse_forward(h[K, T, d], w[K, V, d], y[K, T], softcap) -> (lse[K, T], target_logit[K, T])``,
   both fp32; ``target_logit`` is 0 where ``y`` is outside ``[0, V)`` (ignored).
-* ``grads(h, w, y, lse, g[T], z_loss, softcap) -> (dh, dw)`` in the input dtypes,
-  where ``g`` is the fp32 per-token weight of the loss (0 at ignored tokens) and
-  d loss_t / d logit_tv = p_tv * (1 + 2 z lse_t) - [v == y_t], times
-  (1 - tanh^2) when soft-capping.
+* ``grads(h, w, y, lse, g[K, T], z_loss[K], softcap) -> (dh, dw)`` in the input dtypes,
+  where ``g`` is the fp32 per-token weight of the loss (0 at ignored tokens), ``z_loss``
+  a tuple of floats (one per head), and d loss_t / d logit_tv = p_tv * (1 + 2 z lse_t) -
+  [v == y_t], times (1 - tanh^2) when soft-capping.
+
+Here the heads are simply done one after another.
 """
 
 from __future__ import annotations
@@ -48,6 +51,17 @@ def _capped_logits(h_chunk: Tensor, w32: Tensor, softcap: float) -> tuple[Tensor
 
 
 def lse_forward(h: Tensor, w: Tensor, y: Tensor, softcap: float) -> tuple[Tensor, Tensor]:
+    lse, tgt = zip(*(_lse_forward_head(h[k], w[k], y[k], softcap) for k in range(h.shape[0])))
+    return torch.stack(lse), torch.stack(tgt)
+
+
+def grads(h: Tensor, w: Tensor, y: Tensor, lse: Tensor, g: Tensor, z_loss: tuple[float, ...],
+          softcap: float) -> tuple[Tensor, Tensor]:
+    dh, dw = zip(*(_grads_head(h[k], w[k], y[k], lse[k], g[k], z_loss[k], softcap) for k in range(h.shape[0])))
+    return torch.stack(dh), torch.stack(dw)
+
+
+def _lse_forward_head(h: Tensor, w: Tensor, y: Tensor, softcap: float) -> tuple[Tensor, Tensor]:
     num_tokens, vocab = h.shape[0], w.shape[0]
     w32 = w.float()
     lse = torch.empty(num_tokens, dtype=torch.float32, device=h.device)
@@ -64,7 +78,7 @@ def lse_forward(h: Tensor, w: Tensor, y: Tensor, softcap: float) -> tuple[Tensor
     return lse, tgt
 
 
-def grads(
+def _grads_head(
     h: Tensor, w: Tensor, y: Tensor, lse: Tensor, g: Tensor, z_loss: float, softcap: float
 ) -> tuple[Tensor, Tensor]:
     num_tokens, vocab = h.shape[0], w.shape[0]

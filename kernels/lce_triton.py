@@ -52,6 +52,14 @@ target for every shape. fp32 inputs accumulate straight into the gradients.
 GEMM partials are fp32 via ``torch.mm(out_dtype=)`` (torch >= 2.8, CUDA); on
 older torch they are rounded to bf16 once per super-tile.
 
+Heads: every kernel takes a leading axis of K independent heads (a pack of K proxies, each
+with its own hidden states, weight, targets and z-loss; K = 1 for a single loss) as a third
+grid axis, and the backward's GEMMs are batched over it. One launch covers all heads, so a
+pack of K small proxies costs the launches of one: at d = 128 a head's super-tile is only a
+few microseconds of GPU work, less than launching it, and per-head calls would leave the GPU
+waiting on the host. The G buffer and dH budgets apply per head, up to PACK_G_BUFFER_CAP and
+PACK_DH_ACC_CAP in total.
+
 Under ``TRITON_INTERPRET=1`` (CPU tests) the kernels run unautotuned with small
 fixed tiles, and the ``INTERP_BF16`` flag works around two interpreter bf16
 bugs (``tl.dot`` reads the raw uint16 bits; fp32->bf16 casts truncate). On GPU
@@ -76,6 +84,10 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 G_BUFFER_BYTES = 24 << 20
 DH_ACC_BYTES = 10 << 20
 DW_FULL_ACC_BYTES = 12 << 20
+# A pack of K heads (linear_cross_entropy_heads) gets the G buffer and dH accumulator budgets once
+# per head, up to these totals.
+PACK_G_BUFFER_CAP = 256 << 20
+PACK_DH_ACC_CAP = 128 << 20
 MAX_TOKEN_CHUNK = 4096
 CHUNK_ALIGN = 128  # chunk edges on multiples of every BLOCK_T / BLOCK_V config
 
@@ -132,13 +144,18 @@ def _logits_tile(h_ptr, w_ptr, rows, cols, row_mask, col_mask, D, stride_h, stri
 
 
 @triton.jit
-def _lse_fwd_kernel(h_ptr, w_ptr, y_ptr, part_ptr, T, V, D, V_PER_SPLIT, stride_h, stride_w,
-                    softcap, HAS_SOFTCAP: tl.constexpr,
+def _lse_fwd_kernel(h_ptr, w_ptr, y_ptr, part_ptr, T, V, D, V_PER_SPLIT, stride_hk, stride_h, stride_wk,
+                    stride_w, softcap, HAS_SOFTCAP: tl.constexpr,
                     BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
                     EVEN_D: tl.constexpr, INTERP_BF16: tl.constexpr, PRECISION: tl.constexpr):
     pid_t = tl.program_id(0)
     pid_s = tl.program_id(1)
+    head = tl.program_id(2)  # heads of a pack: each its own hidden states, weight and targets
     n_split = tl.num_programs(1)
+    n_head = tl.num_programs(2)
+    h_ptr += head.to(tl.int64) * stride_hk
+    w_ptr += head.to(tl.int64) * stride_wk
+    y_ptr += head.to(tl.int64) * T
     rows = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
     row_mask = rows < T
     y = tl.load(y_ptr + rows, mask=row_mask, other=-1)
@@ -161,22 +178,32 @@ def _lse_fwd_kernel(h_ptr, w_ptr, y_ptr, part_ptr, T, V, D, V_PER_SPLIT, stride_
         # col_mask matters: a target in the next split must not pick up -inf here
         is_tgt = (cols[None, :] == y[:, None]) & col_mask[None, :]
         t_i += tl.sum(tl.where(is_tgt, logits, 0.0), axis=1)
-    out = part_ptr + pid_s * T + rows
+    # part is [3, n_split, n_head, T]: (max, rescaled sum, target logit) per split, head and token
+    plane = n_split.to(tl.int64) * n_head * T
+    out = part_ptr + (pid_s.to(tl.int64) * n_head + head) * T + rows
     tl.store(out, m_i, mask=row_mask)
-    tl.store(out + n_split * T, s_i, mask=row_mask)
-    tl.store(out + 2 * n_split * T, t_i, mask=row_mask)
+    tl.store(out + plane, s_i, mask=row_mask)
+    tl.store(out + 2 * plane, t_i, mask=row_mask)
 
 
 @triton.jit
-def _grad_logits_kernel(h_ptr, w_ptr, y_ptr, lse_ptr, g_ptr, out_ptr,
-                        t0, t1, v0, v1, D, stride_h, stride_w, stride_out,
-                        z_loss, softcap, HAS_SOFTCAP: tl.constexpr,
+def _grad_logits_kernel(h_ptr, w_ptr, y_ptr, lse_ptr, g_ptr, z_ptr, out_ptr,
+                        T, t0, t1, v0, v1, D, stride_hk, stride_h, stride_wk, stride_w, stride_ok, stride_out,
+                        softcap, HAS_SOFTCAP: tl.constexpr,
                         BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
                         EVEN_D: tl.constexpr, INTERP_BF16: tl.constexpr, PRECISION: tl.constexpr):
     # vocab tiles vary fastest: programs resident together share one token
     # tile, and the whole W chunk (vc x d) stays in L2 across token tiles.
     pid_v = tl.program_id(0)
     pid_t = tl.program_id(1)
+    head = tl.program_id(2)
+    h_ptr += head.to(tl.int64) * stride_hk
+    w_ptr += head.to(tl.int64) * stride_wk
+    y_ptr += head.to(tl.int64) * T
+    lse_ptr += head.to(tl.int64) * T
+    g_ptr += head.to(tl.int64) * T
+    out_ptr += head.to(tl.int64) * stride_ok
+    z_loss = tl.load(z_ptr + head)
     rows = t0 + pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
     cols = v0 + pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
     row_mask = rows < t1
@@ -245,102 +272,107 @@ def _check_device(t: Tensor) -> None:
             "scaling_kernels' Triton backend are first imported (CPU interpreter, for tests)")
 
 
-def _num_splits(num_tokens: int, vocab: int, device: torch.device) -> int:
+def _num_splits(num_tokens: int, heads: int, vocab: int, device: torch.device) -> int:
     if INTERPRET:
         return triton.cdiv(vocab, _SPLIT_ALIGN)  # exercise the split merge even on tiny V
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    token_tiles = triton.cdiv(num_tokens, 128)
+    token_tiles = heads * triton.cdiv(num_tokens, 128)
     return max(1, min(triton.cdiv(_PROGRAMS_PER_SM * sms, token_tiles), triton.cdiv(vocab, 1024)))
 
 
 def lse_forward(h: Tensor, w: Tensor, y: Tensor, softcap: float) -> tuple[Tensor, Tensor]:
     _check_device(h)
-    num_tokens, dim = h.shape
-    vocab = w.shape[0]
+    heads, num_tokens, dim = h.shape
+    vocab = w.shape[1]
     if num_tokens == 0:
-        empty = torch.empty(0, dtype=torch.float32, device=h.device)
+        empty = torch.empty((heads, 0), dtype=torch.float32, device=h.device)
         return empty, empty.clone()
-    n_split = _num_splits(num_tokens, vocab, h.device)
+    n_split = _num_splits(num_tokens, heads, vocab, h.device)
     v_per_split = triton.cdiv(triton.cdiv(vocab, n_split), _SPLIT_ALIGN) * _SPLIT_ALIGN
     n_split = triton.cdiv(vocab, v_per_split)
-    part = torch.empty((3, n_split, num_tokens), dtype=torch.float32, device=h.device)
-    grid = lambda meta: (triton.cdiv(num_tokens, meta["BLOCK_T"]), n_split)  # noqa: E731
-    _lse_fwd[grid](h, w, y, part, num_tokens, vocab, dim, v_per_split, h.stride(0), w.stride(0),
-                   float(softcap), HAS_SOFTCAP=softcap > 0.0, **_launch_meta(h.dtype, dim))
+    part = torch.empty((3, n_split, heads, num_tokens), dtype=torch.float32, device=h.device)
+    grid = lambda meta: (triton.cdiv(num_tokens, meta["BLOCK_T"]), n_split, heads)  # noqa: E731
+    _lse_fwd[grid](h, w, y, part, num_tokens, vocab, dim, v_per_split, h.stride(0), h.stride(1), w.stride(0),
+                   w.stride(1), float(softcap), HAS_SOFTCAP=softcap > 0.0, **_launch_meta(h.dtype, dim))
     m, s, tgt = part.unbind(0)
     m_max = m.max(dim=0).values
     lse = m_max + torch.log((s * torch.exp(m - m_max)).sum(dim=0))
     return lse, tgt.sum(dim=0)
 
 
-def _plan(num_tokens: int, vocab: int, dim: int, elt: int, dh_acc: bool) -> tuple[int, int]:
-    """Super-tile (tc, vc) within the workspace budgets of the module docstring."""
+def _plan(num_tokens: int, vocab: int, dim: int, elt: int, dh_acc: bool, heads: int = 1) -> tuple[int, int]:
+    """Super-tile (tc, vc) per head within the workspace budgets of the module docstring. A pack
+    of heads gets each budget once per head, up to the PACK_*_CAP totals: its launches cover
+    every head at once, so the number of super-tiles (and launches) per step stays that of one head."""
     def align_down(x: int) -> int:
         return max(CHUNK_ALIGN, x // CHUNK_ALIGN * CHUNK_ALIGN)
 
+    g_budget = min(G_BUFFER_BYTES, max(PACK_G_BUFFER_CAP // heads, 1))
+    dh_budget = min(DH_ACC_BYTES, max(PACK_DH_ACC_CAP // heads, 1))
     tc = min(num_tokens, MAX_TOKEN_CHUNK)
     if dh_acc:
-        tc = min(tc, align_down(DH_ACC_BYTES // (4 * dim)))
-    vc = min(vocab, align_down(G_BUFFER_BYTES // (tc * elt)))
+        tc = min(tc, align_down(dh_budget // (4 * dim)))
+    vc = min(vocab, align_down(g_budget // (tc * elt)))
     return tc, vc
 
 
-_MM_OUT_DTYPE: bool | None = None  # torch.mm(..., out_dtype=) on CUDA (torch >= 2.8); probed once
+_MM_OUT_DTYPE: bool | None = None  # torch.bmm(..., out_dtype=) on CUDA (torch >= 2.8); probed once
 
 
-def _mm_fp32(a: Tensor, b: Tensor) -> Tensor:
-    """fp32 a @ b of low-precision operands without rounding the product to bf16."""
+def _bmm_fp32(a: Tensor, b: Tensor) -> Tensor:
+    """fp32 a @ b of low-precision [heads, m, k] x [heads, k, n] operands, product not rounded to bf16."""
     global _MM_OUT_DTYPE
     if not a.is_cuda:  # interpreter/tests only: exactness over speed
         return a.float() @ b.float()
     if _MM_OUT_DTYPE is None:
         try:
-            torch.mm(a[:1, :1], b[:1, :1], out_dtype=torch.float32)
+            torch.bmm(a[:, :1, :1], b[:, :1, :1], out_dtype=torch.float32)
             _MM_OUT_DTYPE = True
         except (TypeError, RuntimeError):
             _MM_OUT_DTYPE = False
     if _MM_OUT_DTYPE:
-        return torch.mm(a, b, out_dtype=torch.float32)
+        return torch.bmm(a, b, out_dtype=torch.float32)
     return (a @ b).float()  # older torch: one bf16 rounding per super-tile partial
 
 
 def _add_matmul_(acc: Tensor, a: Tensor, b: Tensor) -> None:
-    """acc += a @ b; fused (cuBLAS beta=1) when dtypes agree."""
+    """acc += a @ b per head; fused (cuBLAS beta=1) when dtypes agree."""
     if acc.dtype == a.dtype:
-        acc.addmm_(a, b)
-    else:  # fp32 accumulator, bf16 operands; the partial is bounded (<= tc x d or V x d fp32)
-        acc += _mm_fp32(a, b)
+        acc.baddbmm_(a, b)
+    else:  # fp32 accumulator, bf16 operands; the partial is bounded (<= tc x d or V x d fp32 per head)
+        acc += _bmm_fp32(a, b)
 
 
-def grads(h: Tensor, w: Tensor, y: Tensor, lse: Tensor, g: Tensor, z_loss: float,
+def grads(h: Tensor, w: Tensor, y: Tensor, lse: Tensor, g: Tensor, z_loss: tuple[float, ...],
           softcap: float) -> tuple[Tensor, Tensor]:
     _check_device(h)
-    num_tokens, dim = h.shape
-    vocab = w.shape[0]
+    heads, num_tokens, dim = h.shape
+    vocab = w.shape[1]
     low_precision = h.dtype != torch.float32
     dh = torch.zeros_like(h) if not low_precision else torch.empty_like(h)
     full_dw_acc = low_precision and vocab * dim * 4 <= DW_FULL_ACC_BYTES
-    dw_acc = torch.zeros((vocab, dim), dtype=torch.float32, device=w.device) if full_dw_acc \
+    dw_acc = torch.zeros((heads, vocab, dim), dtype=torch.float32, device=w.device) if full_dw_acc \
         else torch.zeros_like(w)
     if num_tokens == 0:
         return dh, dw_acc.to(w.dtype)
-    tc, vc = _plan(num_tokens, vocab, dim, h.element_size(), dh_acc=low_precision)
-    g_buf = torch.empty((tc, vc), dtype=h.dtype, device=h.device)
-    dh_acc = torch.empty((tc, dim), dtype=torch.float32, device=h.device) if low_precision else None
+    tc, vc = _plan(num_tokens, vocab, dim, h.element_size(), dh_acc=low_precision, heads=heads)
+    g_buf = torch.empty((heads, tc, vc), dtype=h.dtype, device=h.device)
+    dh_acc = torch.empty((heads, tc, dim), dtype=torch.float32, device=h.device) if low_precision else None
+    z = torch.tensor(z_loss, dtype=torch.float32).to(h.device, non_blocking=True)
     meta = _launch_meta(h.dtype, dim)
     for t0 in range(0, num_tokens, tc):
         t1 = min(t0 + tc, num_tokens)
-        h_c = h[t0:t1]
-        acc_h = dh_acc[: t1 - t0].zero_() if low_precision else dh[t0:t1]
+        h_c = h[:, t0:t1]
+        acc_h = dh_acc[:, : t1 - t0].zero_() if low_precision else dh[:, t0:t1]
         for v0 in range(0, vocab, vc):
             v1 = min(v0 + vc, vocab)
-            g_tile = g_buf[: t1 - t0, : v1 - v0]
-            grid = lambda m: (triton.cdiv(v1 - v0, m["BLOCK_V"]), triton.cdiv(t1 - t0, m["BLOCK_T"]))  # noqa: E731
-            _grad_logits[grid](h, w, y, lse, g, g_buf, t0, t1, v0, v1, dim, h.stride(0), w.stride(0),
-                               g_buf.stride(0), float(z_loss), float(softcap),
-                               HAS_SOFTCAP=softcap > 0.0, **meta)
-            _add_matmul_(acc_h, g_tile, w[v0:v1])
-            _add_matmul_(dw_acc[v0:v1], g_tile.T, h_c)
+            g_tile = g_buf[:, : t1 - t0, : v1 - v0]
+            grid = lambda m: (triton.cdiv(v1 - v0, m["BLOCK_V"]), triton.cdiv(t1 - t0, m["BLOCK_T"]), heads)  # noqa: E731
+            _grad_logits[grid](h, w, y, lse, g, z, g_buf, num_tokens, t0, t1, v0, v1, dim,
+                               h.stride(0), h.stride(1), w.stride(0), w.stride(1), g_buf.stride(0),
+                               g_buf.stride(1), float(softcap), HAS_SOFTCAP=softcap > 0.0, **meta)
+            _add_matmul_(acc_h, g_tile, w[:, v0:v1])
+            _add_matmul_(dw_acc[:, v0:v1], g_tile.transpose(1, 2), h_c)
         if low_precision:
-            dh[t0:t1] = acc_h
+            dh[:, t0:t1] = acc_h
     return dh, dw_acc.to(w.dtype)

@@ -26,6 +26,7 @@ gradient buffer would underflow in fp16 with 'mean' over many tokens.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from types import ModuleType
 
 import torch
@@ -33,8 +34,8 @@ from torch import Tensor, nn
 
 from . import lce_reference
 
-__all__ = ["linear_cross_entropy", "linear_cross_entropy_reference", "LinearCrossEntropy",
-           "triton_available"]
+__all__ = ["linear_cross_entropy", "linear_cross_entropy_heads", "linear_cross_entropy_reference",
+           "LinearCrossEntropy", "triton_available"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 _IMPLS = ("auto", "triton", "torch")
@@ -55,22 +56,24 @@ def _triton_backend() -> ModuleType:
 
 
 class _LinearCrossEntropyFn(torch.autograd.Function):
-    """Autograd wrapper; the backend does the heavy (tokens x vocab) work."""
+    """Autograd wrapper over K independent heads (K = 1 for a single loss); the backend does the
+    heavy (heads x tokens x vocab) work. Inputs: h [K, T, d], w [K, V, d], y and valid [K, T],
+    z_loss one float per head. Loss: [K] for 'mean'/'sum', [K, T] for 'none'."""
 
     @staticmethod
     def forward(ctx, h: Tensor, w: Tensor, y: Tensor, valid: Tensor, reduction: str,
-                z_loss: float, softcap: float, backend: ModuleType) -> tuple[Tensor, Tensor]:
+                z_loss: tuple[float, ...], softcap: float, backend: ModuleType) -> tuple[Tensor, Tensor]:
         # Our own matmuls must not be re-cast by an enclosing autocast region.
         with torch.autocast(device_type=h.device.type, enabled=False):
             lse, tgt = backend.lse_forward(h, w, y, softcap)
-        per_token = torch.where(valid, lse - tgt + z_loss * lse * lse, 0.0)
-        n_valid = valid.sum()
+        per_token = torch.where(valid, lse - tgt + _per_head(z_loss, lse) * lse * lse, 0.0)
+        n_valid = valid.sum(dim=1)
         if reduction == "none":
             loss = per_token
         elif reduction == "sum":
-            loss = per_token.sum()
+            loss = per_token.sum(dim=1)
         else:
-            loss = per_token.sum() / n_valid.clamp(min=1)
+            loss = per_token.sum(dim=1) / n_valid.clamp(min=1)
         ctx.save_for_backward(h, w, y, valid, lse, n_valid)
         ctx.reduction, ctx.z_loss, ctx.softcap, ctx.backend = reduction, z_loss, softcap, backend
         ctx.mark_non_differentiable(lse)
@@ -82,11 +85,25 @@ class _LinearCrossEntropyFn(torch.autograd.Function):
         grad_loss = grad_loss.float()
         if ctx.reduction == "mean":
             grad_loss = grad_loss / n_valid.clamp(min=1)
+        if ctx.reduction != "none":
+            grad_loss = grad_loss.unsqueeze(1)
         # per-token weight of the loss; 0 kills ignored rows inside the kernels
         g = torch.where(valid, grad_loss.expand(valid.shape), 0.0).contiguous()
         with torch.autocast(device_type=h.device.type, enabled=False):
             dh, dw = ctx.backend.grads(h, w, y, lse, g, ctx.z_loss, ctx.softcap)
         return dh, dw, None, None, None, None, None, None
+
+
+def _per_head(values: tuple[float, ...], like: Tensor) -> float | Tensor:
+    """A per-head coefficient as a [K, 1] tensor on like's device, or a float when all heads share
+    it (the usual case, and no host-to-device copy). The copy is from pinned memory, so it never
+    waits for the GPU."""
+    if len(set(values)) == 1:
+        return values[0]
+    column = torch.tensor(values, dtype=torch.float32).unsqueeze(1)
+    if like.is_cuda:
+        column = column.pin_memory()
+    return column.to(like.device, non_blocking=True)
 
 
 def _compute_dtype(hidden: Tensor, weight: Tensor) -> torch.dtype:
@@ -150,20 +167,59 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, *, ign
     if dtype not in _DTYPES:
         raise ValueError(f"compute dtype must be float32 or bfloat16, got {dtype}")
     backend = _select_backend(impl, hidden)
-    h = hidden.reshape(-1, hidden.shape[-1]).to(dtype).contiguous()
+    h = hidden.reshape(1, -1, hidden.shape[-1]).to(dtype).contiguous()
+    w = weight.to(dtype).contiguous().unsqueeze(0)
+    loss, lse = _apply(h, w, targets.reshape(1, -1), ignore_index, reduction, (float(z_loss),), softcap, backend)
+    loss = loss[0].reshape(targets.shape) if reduction == "none" else loss[0]
+    return (loss, lse[0].reshape(targets.shape)) if return_lse else loss
+
+
+def linear_cross_entropy_heads(hidden: Tensor, weight: Tensor, targets: Tensor, *, ignore_index: int = -100,
+                               reduction: str = "mean", z_loss: float | Sequence[float] = 0.0,
+                               softcap: float = 0.0, impl: str = "auto",
+                               return_lse: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """K independent losses in one call: head k is ``linear_cross_entropy(hidden[k], weight[k],
+    targets[k])``, with its own ``z_loss[k]``. The kernels cover every head per launch, so a pack
+    of K small proxies (scaling_cli.model.packed_gpt) launches as often as one proxy does.
+
+    Args:
+        hidden: [K, ..., d]; weight: [K, V, d]; targets: [K, ...] (hidden's shape without d).
+        z_loss: one coefficient for all heads, or one per head.
+        reduction: 'mean' / 'sum' give [K] (per head); 'none' gives [K, ...].
+        Other arguments as in ``linear_cross_entropy``; return_lse gives lse shaped like targets.
+    """
+    heads = hidden.shape[0] if hidden.dim() >= 2 else 0
+    if weight.dim() != 3 or hidden.dim() < 2 or heads != weight.shape[0] or targets.shape[:1] != hidden.shape[:1]:
+        raise ValueError(f"heads: hidden [K, ..., d], weight [K, V, d] and targets [K, ...] must share K, got "
+                         f"{tuple(hidden.shape)}, {tuple(weight.shape)}, {tuple(targets.shape)}")
+    z = (float(z_loss),) * heads if isinstance(z_loss, (int, float)) else tuple(float(v) for v in z_loss)
+    if len(z) != heads:
+        raise ValueError(f"z_loss: {len(z)} values for {heads} heads")
+    for value in z:
+        _validate(hidden[0], weight[0], targets[0], reduction, value, softcap, impl)
+    dtype = _compute_dtype(hidden, weight)
+    if dtype not in _DTYPES:
+        raise ValueError(f"compute dtype must be float32 or bfloat16, got {dtype}")
+    backend = _select_backend(impl, hidden)
+    h = hidden.reshape(heads, -1, hidden.shape[-1]).to(dtype).contiguous()
     w = weight.to(dtype).contiguous()
-    y = targets.reshape(-1).long()
-    valid = y != ignore_index
-    if not y.is_cuda and bool(((y < 0) | (y >= w.shape[0]))[valid].any()):
-        # CPU only: on CUDA this check would force a host sync every step.
-        raise ValueError(f"targets must be in [0, {w.shape[0]}) or equal ignore_index={ignore_index}")
-    # Ignored rows get -1 so no kernel ever matches them as a class id.
-    y = torch.where(valid, y, -1).contiguous()
-    loss, lse = _LinearCrossEntropyFn.apply(h, w, y, valid, reduction, float(z_loss), float(softcap),
-                                            backend)
+    loss, lse = _apply(h, w, targets.reshape(heads, -1), ignore_index, reduction, z, softcap, backend)
     if reduction == "none":
         loss = loss.reshape(targets.shape)
     return (loss, lse.reshape(targets.shape)) if return_lse else loss
+
+
+def _apply(h: Tensor, w: Tensor, targets: Tensor, ignore_index: int, reduction: str, z_loss: tuple[float, ...],
+           softcap: float, backend: ModuleType) -> tuple[Tensor, Tensor]:
+    """Targets [K, T] -> (loss, lse [K, T]) through the autograd function."""
+    y = targets.long()
+    valid = y != ignore_index
+    if not y.is_cuda and bool(((y < 0) | (y >= w.shape[1]))[valid].any()):
+        # CPU only: on CUDA this check would force a host sync every step.
+        raise ValueError(f"targets must be in [0, {w.shape[1]}) or equal ignore_index={ignore_index}")
+    # Ignored rows get -1 so no kernel ever matches them as a class id.
+    y = torch.where(valid, y, -1).contiguous()
+    return _LinearCrossEntropyFn.apply(h, w, y, valid, reduction, z_loss, float(softcap), backend)
 
 
 def linear_cross_entropy_reference(hidden: Tensor, weight: Tensor, targets: Tensor, *,

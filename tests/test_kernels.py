@@ -317,3 +317,69 @@ def test_gpu_extra_memory_is_bounded():
     grads = h.grad.nbytes + w.grad.nbytes
     extra = torch.cuda.max_memory_allocated() - base - grads
     assert extra <= 64 << 20, f"extra {extra / 2**20:.1f} MiB"
+
+
+# ----------------------------------------------------- heads (a pack's K losses in one call)
+
+def _make_heads(K: int, T: int, d: int, V: int, dtype: torch.dtype):
+    parts = [_make(T, d, V, dtype, seed=k) for k in range(K)]
+    return tuple(torch.stack(p) for p in zip(*parts))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("impl", IMPLS)
+def test_heads_equal_one_call_per_head(monkeypatch, impl, dtype, reduction):
+    """Head k of linear_cross_entropy_heads is linear_cross_entropy(hidden[k], weight[k], targets[k])
+    with its own z-loss: same loss and gradients, also across several backward super-tiles."""
+    from scaling_kernels import lce_triton, linear_cross_entropy_heads
+
+    monkeypatch.setattr(lce_triton, "CHUNK_ALIGN", 16)
+    monkeypatch.setattr(lce_triton, "MAX_TOKEN_CHUNK", 16)  # 37 tokens -> 16 + 16 + 5
+    monkeypatch.setattr(lce_triton, "G_BUFFER_BYTES", 16 * 48 * 4)
+    z_loss, softcap = [0.0, 1e-2, 1e-3], 4.0
+    h, w, y = _make_heads(3, 37, 24, 131, dtype)
+    h, w = h.requires_grad_(), w.requires_grad_()
+    losses, lse = linear_cross_entropy_heads(h, w, y, reduction=reduction, z_loss=z_loss, softcap=softcap,
+                                             impl=impl, return_lse=True)
+    assert losses.shape == ((3, 37) if reduction == "none" else (3,)) and lse.shape == (3, 37)
+    losses.sum().backward()
+    atol, rtol = (1e-6, 1e-5) if dtype == torch.float32 else (1e-3, 2.0**-7)
+    for k in range(3):
+        hk, wk = h[k].detach().clone().requires_grad_(), w[k].detach().clone().requires_grad_()
+        alone, lse_k = linear_cross_entropy(hk, wk, y[k], reduction=reduction, z_loss=z_loss[k], softcap=softcap,
+                                            impl=impl, return_lse=True)
+        alone.sum().backward()
+        torch.testing.assert_close(losses[k], alone.detach(), atol=atol, rtol=rtol)
+        torch.testing.assert_close(lse[k], lse_k, atol=atol, rtol=rtol)
+        torch.testing.assert_close(h.grad[k].float(), hk.grad.float(), atol=atol, rtol=rtol)
+        torch.testing.assert_close(w.grad[k].float(), wk.grad.float(), atol=atol, rtol=rtol)
+
+
+@needs_triton
+def test_heads_triton_matches_reference_with_one_shared_z():
+    from scaling_kernels import linear_cross_entropy_heads
+
+    h, w, y = _make_heads(4, 37, 24, 131, torch.float32)
+    a = linear_cross_entropy_heads(h, w, y, z_loss=1e-3, impl="triton")
+    b = linear_cross_entropy_heads(h, w, y, z_loss=[1e-3] * 4, impl="torch")
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("args, match", [
+    (((2, 5, 8), (3, 11, 8), (2, 5)), "must share K"),
+    (((2, 5, 8), (11, 8), (2, 5)), "must share K"),
+    (((2, 5, 8), (2, 11, 8), (2, 5)), None),
+])
+def test_heads_shape_errors(args, match):
+    from scaling_kernels import linear_cross_entropy_heads
+
+    h, w, y = torch.randn(args[0]), torch.randn(args[1]), torch.randint(0, 11, args[2])
+    if match is None:
+        with pytest.raises(ValueError, match="z_loss"):
+            linear_cross_entropy_heads(h, w, y, z_loss=[0.0, 0.0, 0.0])
+        with pytest.raises(ValueError, match="z_loss"):
+            linear_cross_entropy_heads(h, w, y, z_loss=[0.0, -1.0])
+    else:
+        with pytest.raises(ValueError, match=match):
+            linear_cross_entropy_heads(h, w, y)

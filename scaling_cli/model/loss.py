@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from scaling_cli.config import ModelConfig
-from scaling_kernels import linear_cross_entropy
+from scaling_kernels import linear_cross_entropy, linear_cross_entropy_heads
 
 
 def lm_loss(hidden: Tensor, weight: Tensor, targets: Tensor, cfg: ModelConfig, reduction: str = "mean",
@@ -31,3 +31,11 @@ def lm_loss(hidden: Tensor, weight: Tensor, targets: Tensor, cfg: ModelConfig, r
     )
     loss = loss.view(targets.shape) if reduction == "none" else loss
     return (loss, lse.view(targets.shape)) if return_lse else loss
+
+
+def lm_loss_heads(hidden: Tensor, weight: Tensor, targets: Tensor, cfgs: list[ModelConfig]) -> Tensor:
+    """The mean losses [K] of K models of one shape (a pack): hidden [K, N, d], weight [K, V, d],
+    targets [K, ...], each head with its own config's z-loss, in one kernel call for all heads."""
+    cfg = cfgs[0]  # soft-capping and the loss implementation are shared by a pack (its shape key)
+    return linear_cross_entropy_heads(hidden, weight, targets.reshape(targets.shape[0], -1),
+                                      z_loss=[c.z_loss for c in cfgs], softcap=cfg.logit_softcap, impl=cfg.loss_impl)

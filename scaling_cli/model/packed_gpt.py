@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from scaling_cli.config import ModelConfig
 from scaling_cli.model import mup
 from scaling_cli.model.gpt import GPT, apply_rope, mlp_hidden_width, rope_tables
-from scaling_cli.model.loss import lm_loss
+from scaling_cli.model.loss import lm_loss_heads
 
 # Model fields that may differ inside a pack: they change values, never shapes or the forward's
 # structure. Everything else in ModelConfig must be equal (see `shape_fields`).
@@ -209,11 +209,10 @@ class PackedGPT(nn.Module):
         return self.losses(self.hidden_states(idx), targets)
 
     def losses(self, hidden: Tensor, targets: Tensor) -> Tensor:
-        """Each member's mean loss [K] from its hidden states [K, N, d] and targets [K, ...]."""
-        # One fused linear + cross-entropy per head: the kernel's working set is bounded per call,
-        # and a head's logits are never materialised, so K heads cost K x one head's memory.
-        return torch.stack([lm_loss(hidden[k], self.lm_head.weight[k], targets[k].reshape(-1), cfg)
-                            for k, cfg in enumerate(self.cfgs)])
+        """Each member's mean loss [K] from its hidden states [K, N, d] and targets [K, ...]: the fused
+        linear + cross-entropy over all K heads at once (logits never materialised; each kernel
+        launch covers every head, so a pack launches as often as one run)."""
+        return lm_loss_heads(hidden, self.lm_head.weight, targets, self.cfgs)
 
     def member(self, k: int) -> GPT:
         """A standalone GPT holding a copy of member k (for validation, evals and model.pt)."""
