@@ -33,9 +33,12 @@ def lm_loss(hidden: Tensor, weight: Tensor, targets: Tensor, cfg: ModelConfig, r
     return (loss, lse.view(targets.shape)) if return_lse else loss
 
 
-def lm_loss_heads(hidden: Tensor, weight: Tensor, targets: Tensor, cfgs: list[ModelConfig]) -> Tensor:
-    """The mean losses [K] of K models of one shape (a pack): hidden [K, N, d], weight [K, V, d],
-    targets [K, ...], each head with its own config's z-loss, in one kernel call for all heads."""
+def lm_loss_heads(hidden: Tensor, weight: Tensor, targets: Tensor, cfgs: list[ModelConfig],
+                  reduction: str = "mean") -> Tensor:
+    """The losses [K] ('mean' or 'sum' over tokens) of K models of one shape (a pack): hidden
+    [K, N, d], weight [K, V, d], targets [K, ...], each head with its own config's z-loss, in one
+    kernel call for all heads."""
     cfg = cfgs[0]  # soft-capping and the loss implementation are shared by a pack (its shape key)
     return linear_cross_entropy_heads(hidden, weight, targets.reshape(targets.shape[0], -1),
-                                      z_loss=[c.z_loss for c in cfgs], softcap=cfg.logit_softcap, impl=cfg.loss_impl)
+                                      reduction=reduction, z_loss=[c.z_loss for c in cfgs],
+                                      softcap=cfg.logit_softcap, impl=cfg.loss_impl)

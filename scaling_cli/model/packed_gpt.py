@@ -208,11 +208,12 @@ class PackedGPT(nn.Module):
         """Mean language-modelling loss of each member [K] (nats/token), each under its own z-loss."""
         return self.losses(self.hidden_states(idx), targets)
 
-    def losses(self, hidden: Tensor, targets: Tensor) -> Tensor:
-        """Each member's mean loss [K] from its hidden states [K, N, d] and targets [K, ...]: the fused
+    def losses(self, hidden: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+        """Each member's loss [K] ('mean' per token, or 'sum') from its hidden states [K, N, d] and
+        targets [K, ...]: the fused
         linear + cross-entropy over all K heads at once (logits never materialised; each kernel
         launch covers every head, so a pack launches as often as one run)."""
-        return lm_loss_heads(hidden, self.lm_head.weight, targets, self.cfgs)
+        return lm_loss_heads(hidden, self.lm_head.weight, targets, self.cfgs, reduction)
 
     def member(self, k: int) -> GPT:
         """A standalone GPT holding a copy of member k (for validation, evals and model.pt)."""

@@ -27,6 +27,7 @@ from scaling_cli.model.packed_gpt import PackedGPT, hidden_states_fn
 from scaling_cli.plan import RunSpec
 from scaling_cli.store import RunStore
 from scaling_cli.train.diagnostics import PackDiagnostics
+from scaling_cli.train.evaluate import pack_validation_losses
 from scaling_cli.train.packed_adamw import PackedAdamW
 from scaling_cli.train.trainer import RECOMPILE_LIMIT, ProgressHook, RunRecorder, autocast_context, pick_device
 
@@ -72,8 +73,10 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
     compiled = compiled_hidden_states(train_cfg.compile_mode, COMPILE_BACKEND) if train_cfg.compile else None
     autocast = lambda: autocast_context(device, train_cfg.precision)  # noqa: E731
     diagnostics = PackDiagnostics([run.cfg.train.diagnostics_interval for run in runs], autocast)
+    validate = lambda members: _validation_losses(packed, runs, members, autocast)  # noqa: E731
+    initial = validate([k for k, run in enumerate(runs) if run.start == 0])
     for k, run in enumerate(runs):
-        run.begin(packed.member(k))
+        run.begin(lambda k=k: packed.member(k), initial.get(k))
         run.step = run.start
     outcomes: dict[str, str] = {}
     pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (losses [K], grad norms [K]) per step
@@ -106,21 +109,20 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
         if not due:
             continue
         _fetch(pending, host)
-        leaving = []
-        for k in due:
+        leaving = [k for k in due if _record(runs[k], host, k, diagnostics)]
+        for k in leaving:
+            outcomes[runs[k].spec.run_id] = "diverged"
+        val = validate([k for k in due if k not in leaving and runs[k].eval_due(runs[k].step)])
+        for k in (k for k in due if k not in leaving):
             run = runs[k]
-            losses_k, norms_k = (np.asarray(values) for values in host[k])
-            host[k] = ([], [])
-            if run.record(run.step, losses_k, norms_k, lambda s, k=k: diagnostics.row(k, s)):
-                outcomes[run.spec.run_id] = "diverged"
-                leaving.append(k)
-            elif run.step == run.spec.steps:
-                outcomes[run.spec.run_id] = run.finish(packed.member(k), pack_size=len(specs), pack_id=pack_id,
-                                                       first_step_s=first_step_s)
+            if run.step == run.spec.steps:
+                outcomes[run.spec.run_id] = run.finish(packed.member(k), val[k], pack_size=len(specs),
+                                                       pack_id=pack_id, first_step_s=first_step_s)
                 leaving.append(k)
             else:
                 run.after_record(run.step, lambda k=k: packed.member(k), lambda k=k, run=run: (
-                    packed.member_state(k), optimizer.member_state_dict(k, float(run.lrs[run.step - 1]))))
+                    packed.member_state(k), optimizer.member_state_dict(k, float(run.lrs[run.step - 1]))),
+                    val.get(k))
         if progress:
             last = [run.log.curve[-1]["loss"] for run in runs if run.log.curve]
             progress(max(run.step for run in runs), max(run.spec.steps for run in runs),
@@ -135,6 +137,28 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
             runs = [runs[k] for k in stay]
             host = [host[k] for k in stay]
     return outcomes
+
+
+def _record(run: RunRecorder, host: list[tuple[list[float], list[float]]], k: int,
+            diagnostics: PackDiagnostics) -> bool:
+    """Log member k's fetched steps into its curve; True if it diverged (and is now recorded so)."""
+    losses, norms = (np.asarray(values) for values in host[k])
+    host[k] = ([], [])
+    return run.record(run.step, losses, norms, lambda s: diagnostics.row(k, s)) is not None
+
+
+def _validation_losses(packed: PackedGPT, runs: list[RunRecorder], members: list[int], autocast) -> dict[int, float]:
+    """Validation losses of pack members (indices) that are due, in one batched pass per group of
+    members sharing train.eval_tokens (usually all); the other members' heads ride along unused."""
+    groups: dict[int, list[int]] = {}
+    for k in members:
+        groups.setdefault(runs[k].cfg.train.eval_tokens, []).append(k)
+    losses = {}
+    for ks in groups.values():
+        run = runs[ks[0]]
+        values = pack_validation_losses(packed, run.data.validation, run.cfg.train, run.device, autocast())
+        losses.update((k, values[k]) for k in ks)
+    return losses
 
 
 def _starting_state(run: RunRecorder) -> tuple[dict, dict | None]:

@@ -17,7 +17,7 @@ import time
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Union
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,8 @@ from scaling_cli.train.diagnostics import StepDiagnostics
 from scaling_cli.train.evaluate import validation_loss
 from scaling_cli.train.schedule import lr_multipliers
 
+ModelSource = Union[GPT, Callable[[], GPT]]
+"""A run's model, or a function that makes it (a pack member's standalone copy, made only when needed)."""
 ProgressHook = Callable[[int, int, dict], None]
 """Called as hook(step_done, total_steps, {'loss': ..., 'tokens_per_s': ...}) after each log flush."""
 
@@ -150,12 +152,12 @@ class RunRecorder:
             self.log.restore(self.store, source, self.start)
         return ckpt
 
-    def begin(self, model: GPT) -> None:
+    def begin(self, model: ModelSource, val_loss: float | None = None) -> None:
         """Mark the run running and validate the initial model of a fresh run; starts the clock."""
         self.store.set_status(self.spec.run_id, "running", step=self.start, host=socket.gethostname(),
                               pid=os.getpid(), device=str(self.device))
         if self.start == 0:
-            self.evaluate(model, 0)
+            self.evaluate(model, 0, val_loss)
         self.t0 = time.perf_counter() - self.elapsed_before
         self.window_start, self.window_time = self.start, time.perf_counter()
 
@@ -195,30 +197,39 @@ class RunRecorder:
         self.store.remove(spec.run_id, "checkpoint.pt")
         return "diverged"
 
-    def after_record(self, done: int, model: Callable[[], GPT], states: Callable[[], tuple[dict, dict]]) -> None:
+    def eval_due(self, done: int) -> bool:
+        """Whether the run validates after `done` steps (periodically, and at the end)."""
+        return done % self.cfg.train.eval_interval == 0 or done == self.spec.steps
+
+    def after_record(self, done: int, model: ModelSource, states: Callable[[], tuple[dict, dict]],
+                     val_loss: float | None = None) -> None:
         """Periodic validation and checkpoints after a flush at `done` steps (not at the end).
-        `model` gives the run's GPT, `states` its (model, optimizer) state dicts, only when needed."""
+        `model` is the run's GPT (or makes it, only when needed), `states` its (model, optimizer)
+        state dicts; `val_loss`, when the trainer computed it already (a pack does, for all members)."""
         train = self.cfg.train
-        if done % train.eval_interval == 0 and done != self.spec.steps:
-            trained = model()
-            self.evaluate(trained, done)
-            trained.train()
+        if self.eval_due(done) and done != self.spec.steps:
+            self.evaluate(model, done, val_loss)
         if done in self.spec.branch_points:
             self.checkpoint(done, *states(), name=f"branch-{done}.pt")
         if done % train.checkpoint_interval == 0 and done != self.spec.steps:
             self.checkpoint(done, *states())
 
-    def evaluate(self, model: GPT, step: int) -> float:
-        """Validation loss (and downstream evals when due) of `model` at `step`, logged."""
+    def evaluate(self, model: ModelSource, step: int, val_loss: float | None = None) -> float:
+        """Validation loss (unless given) and downstream evals when due, of `model` at `step`, logged."""
         cfg = self.cfg
         autocast = autocast_context(self.device, cfg.train.precision)
-        value = validation_loss(model, self.data.validation, cfg.train, self.device, autocast)
+        get_model = _model_getter(model)
+        value = val_loss if val_loss is not None else validation_loss(
+            get_model(), self.data.validation, cfg.train, self.device, autocast)
         rows = [{"task": "val", "metric": "loss", "value": value}]
         final = step == self.spec.steps
         if cfg.eval.tasks and (final or (cfg.eval.interval and step and step % cfg.eval.interval == 0)):
             started = time.perf_counter()
-            rows += downstream_evals(model, self.data.tokenizer, cfg.eval, self.device, autocast)
+            rows += downstream_evals(get_model(), self.data.tokenizer, cfg.eval, self.device, autocast)
             self.eval_seconds += time.perf_counter() - started
+            get_model().train()
+        elif val_loss is None:
+            get_model().train()
         tokens = step * self.spec.batch_size_tokens
         position = {"step": step, "tokens": tokens, "flops": tokens * self.spec.flops_per_token}
         self.log.evals.extend({**position, **row} for row in rows)
@@ -232,10 +243,10 @@ class RunRecorder:
         self.store.write_with(self.spec.run_id, name, lambda f: torch.save(state, f))
         self.store.set_status(self.spec.run_id, "running", step=step, host=socket.gethostname(), pid=os.getpid())
 
-    def finish(self, model: GPT, **status) -> str:
+    def finish(self, model: GPT, val_loss: float | None = None, **status) -> str:
         """Final validation, tables, model.pt and status 'done'; the checkpoint goes."""
         spec = self.spec
-        final_loss = self.evaluate(model, spec.steps)
+        final_loss = self.evaluate(model, spec.steps, val_loss)
         self.log.write(self.store, spec.run_id)
         self.store.write_with(spec.run_id, "model.pt", lambda f: torch.save(model.state_dict(), f))
         self.store.set_status(spec.run_id, "done", step=spec.steps, val_loss=final_loss,
@@ -296,6 +307,14 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
             progress(done, spec.steps, {"loss": float(losses[-1]), "tokens_per_s": run.tokens_per_s})
         run.after_record(done, lambda: model, lambda: (model.state_dict(), optimizer.state_dict()))
     return run.finish(model)
+
+
+def _model_getter(model: ModelSource) -> Callable[[], GPT]:
+    """A function returning the model, made at most once."""
+    if isinstance(model, torch.nn.Module):
+        return lambda: model
+    made: list[GPT] = []
+    return lambda: made[0] if made else (made.append(model()) or made[0])
 
 
 def load_checkpoint(store: RunStore, run_id: str, device: torch.device) -> dict | None:
