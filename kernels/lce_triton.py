@@ -358,7 +358,8 @@ def grads(h: Tensor, w: Tensor, y: Tensor, lse: Tensor, g: Tensor, z_loss: tuple
     tc, vc = _plan(num_tokens, vocab, dim, h.element_size(), dh_acc=low_precision, heads=heads)
     g_buf = torch.empty((heads, tc, vc), dtype=h.dtype, device=h.device)
     dh_acc = torch.empty((heads, tc, dim), dtype=torch.float32, device=h.device) if low_precision else None
-    z = torch.tensor(z_loss, dtype=torch.float32).to(h.device, non_blocking=True)
+    z = torch.tensor(z_loss, dtype=torch.float32)
+    z = z.pin_memory().to(h.device, non_blocking=True) if h.is_cuda else z  # no wait on the GPU
     meta = _launch_meta(h.dtype, dim)
     for t0 in range(0, num_tokens, tc):
         t1 = min(t0 + tc, num_tokens)
