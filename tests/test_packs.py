@@ -385,3 +385,18 @@ def test_a_pack_that_runs_out_of_memory_trains_as_two_smaller_packs(tmp_path, mo
     assert outcomes == ["done"] * 4
     assert set(sizes) == {4, 2} and sizes.count(2) == 2 * (30 - 10)  # halves resumed from step 10
     assert_same_curves(tmp_path / "alone", tmp_path / "pack")
+
+
+def test_wsd_families_train_in_packs_as_they_train_alone(tmp_path):
+    """Two WSD families (two lrs): the stable runs share a pack, then the four decay branches
+    share one, each starting from its stable run's checkpoint at its own step."""
+    overrides = ["sweep=single", *TINY_OVERRIDES, "eval=none", "schedule=wsd", "train.tokens=15360",
+                 "sweep.wsd_branches=[0.5,1.0]", "sweep.grid={optim.lr:[2e-3,4e-3]}"]
+    for name, size in (("alone", 1), ("packed", 4)):
+        cfg = compose([*overrides, f"store.root={tmp_path / name}", f"launcher.pack_size={size}"])
+        result = run_sweep(expand(cfg), RunStore(cfg.store.root), cfg.launcher, show_progress=False)
+        assert result.states == {"done": 6}
+    runs = load_runs(str(tmp_path / "packed"))
+    assert sorted(runs["pack_size"]) == [2, 2, 4, 4, 4, 4]
+    assert {b for b in runs["wsd_role"]} == {"stable", "branch"}
+    assert_same_curves(tmp_path / "alone", tmp_path / "packed")

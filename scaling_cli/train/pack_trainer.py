@@ -115,14 +115,14 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
         val = validate([k for k in due if k not in leaving and runs[k].eval_due(runs[k].step)])
         for k in (k for k in due if k not in leaving):
             run = runs[k]
+            # also at the last step: a WSD stable run keeps a branch checkpoint there
+            run.after_record(run.step, lambda k=k: packed.member(k), lambda k=k, run=run: (
+                packed.member_state(k), optimizer.member_state_dict(k, float(run.lrs[run.step - 1]))),
+                val.get(k))
             if run.step == run.spec.steps:
                 outcomes[run.spec.run_id] = run.finish(packed.member(k), val[k], pack_size=len(specs),
                                                        pack_id=pack_id, first_step_s=first_step_s)
                 leaving.append(k)
-            else:
-                run.after_record(run.step, lambda k=k: packed.member(k), lambda k=k, run=run: (
-                    packed.member_state(k), optimizer.member_state_dict(k, float(run.lrs[run.step - 1]))),
-                    val.get(k))
         if progress:
             last = [run.log.curve[-1]["loss"] for run in runs if run.log.curve]
             progress(max(run.step for run in runs), max(run.spec.steps for run in runs),
