@@ -400,3 +400,16 @@ def test_wsd_families_train_in_packs_as_they_train_alone(tmp_path):
     assert sorted(runs["pack_size"]) == [2, 2, 4, 4, 4, 4]
     assert {b for b in runs["wsd_role"]} == {"stable", "branch"}
     assert_same_curves(tmp_path / "alone", tmp_path / "packed")
+
+
+def test_a_member_that_cannot_start_fails_alone(tmp_path):
+    """WSD branches whose stable run never left a checkpoint fail; a run packed beside them trains."""
+    family = expand(compose(["sweep=single", *TINY_OVERRIDES, "eval=none", "schedule=wsd", "train.tokens=15360",
+                             "sweep.wsd_branches=[0.5,1.0]", f"store.root={tmp_path}"]))
+    branches = [s for s in family if s.parent]
+    other = _spec_like(tmp_path, "schedule=wsd", "train.tokens=15360", "optim.lr=5e-3")[0]
+    store = RunStore(str(tmp_path))
+    register_runs([*family, other], store)
+    outcomes = execute_pack([*branches, other], str(tmp_path), lease_ttl_s=60)
+    assert outcomes == ["failed", "failed", "done"]
+    assert "has no checkpoint" in store.status(branches[0].run_id)["error"]

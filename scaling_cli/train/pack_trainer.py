@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+import traceback
 from functools import lru_cache
 
 import numpy as np
@@ -62,7 +63,19 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
     train_cfg, device = runs[0].cfg.train, runs[0].device
     if train_cfg.threads:
         torch.set_num_threads(train_cfg.threads)
-    model_states, optimizer_states = zip(*(_starting_state(run) for run in runs))
+    outcomes: dict[str, str] = {}
+    starts = {}
+    for run in runs:
+        try:
+            starts[run.spec.run_id] = _starting_state(run)
+        except Exception as err:  # e.g. a WSD branch whose stable run diverged: it alone cannot start
+            store.set_status(run.spec.run_id, "failed", error=f"{type(err).__name__}: {err}",
+                             traceback=traceback.format_exc(limit=8))
+            outcomes[run.spec.run_id] = "failed"
+    runs = [run for run in runs if run.spec.run_id in starts]
+    if not runs:
+        return outcomes
+    model_states, optimizer_states = zip(*(starts[run.spec.run_id] for run in runs))
     with torch.device(device):
         packed = PackedGPT([run.cfg.model for run in runs])
     packed.load_member_states(list(model_states))
@@ -78,11 +91,10 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
     for k, run in enumerate(runs):
         run.begin(lambda k=k: packed.member(k), initial.get(k))
         run.step = run.start
-    outcomes: dict[str, str] = {}
     pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (losses [K], grad norms [K]) per step
     host: list[tuple[list[float], list[float]]] = [([], []) for _ in runs]  # fetched, not yet logged
     packed.train()
-    pack_id, started, first_step_s = specs[0].run_id, time.perf_counter(), None
+    pack_id, pack_size, started, first_step_s = runs[0].spec.run_id, len(runs), time.perf_counter(), None
     while runs:
         steps = [run.step for run in runs]
         lrs = torch.tensor([run.lrs[run.step] for run in runs], dtype=torch.float64)
@@ -120,7 +132,7 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
                 packed.member_state(k), optimizer.member_state_dict(k, float(run.lrs[run.step - 1]))),
                 val.get(k))
             if run.step == run.spec.steps:
-                outcomes[run.spec.run_id] = run.finish(packed.member(k), val[k], pack_size=len(specs),
+                outcomes[run.spec.run_id] = run.finish(packed.member(k), val[k], pack_size=pack_size,
                                                        pack_id=pack_id, first_step_s=first_step_s)
                 leaving.append(k)
         if progress:
