@@ -413,3 +413,21 @@ def test_a_member_that_cannot_start_fails_alone(tmp_path):
     outcomes = execute_pack([*branches, other], str(tmp_path), lease_ttl_s=60)
     assert outcomes == ["failed", "failed", "done"]
     assert "has no checkpoint" in store.status(branches[0].run_id)["error"]
+
+
+def test_a_member_failing_at_its_end_does_not_stop_the_others(tmp_path, monkeypatch):
+    from scaling_cli.train.trainer import RunRecorder
+
+    specs = _spec_like(tmp_path, "sweep.grid={optim.lr:[1e-3,2e-3,3e-3]}")
+    store = RunStore(str(tmp_path))
+    register_runs(specs, store)
+    original = RunRecorder.finish
+
+    def finish(self, *args, **kwargs):
+        if self.cfg.optim.lr == 2e-3:
+            raise RuntimeError("downstream eval crashed")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RunRecorder, "finish", finish)
+    assert execute_pack(specs, str(tmp_path), lease_ttl_s=60) == ["done", "failed", "done"]
+    assert "downstream eval crashed" in store.status(specs[1].run_id)["error"]

@@ -69,8 +69,7 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
         try:
             starts[run.spec.run_id] = _starting_state(run)
         except Exception as err:  # e.g. a WSD branch whose stable run diverged: it alone cannot start
-            store.set_status(run.spec.run_id, "failed", error=f"{type(err).__name__}: {err}",
-                             traceback=traceback.format_exc(limit=8))
+            _fail(store, run, err)
             outcomes[run.spec.run_id] = "failed"
     runs = [run for run in runs if run.spec.run_id in starts]
     if not runs:
@@ -127,13 +126,18 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
         val = validate([k for k in due if k not in leaving and runs[k].eval_due(runs[k].step)])
         for k in (k for k in due if k not in leaving):
             run = runs[k]
-            # also at the last step: a WSD stable run keeps a branch checkpoint there
-            run.after_record(run.step, lambda k=k: packed.member(k), lambda k=k, run=run: (
-                packed.member_state(k), optimizer.member_state_dict(k, float(run.lrs[run.step - 1]))),
-                val.get(k))
-            if run.step == run.spec.steps:
-                outcomes[run.spec.run_id] = run.finish(packed.member(k), val[k], pack_size=pack_size,
-                                                       pack_id=pack_id, first_step_s=first_step_s)
+            try:
+                # also at the last step: a WSD stable run keeps a branch checkpoint there
+                run.after_record(run.step, lambda k=k: packed.member(k), lambda k=k, run=run: (
+                    packed.member_state(k), optimizer.member_state_dict(k, float(run.lrs[run.step - 1]))),
+                    val.get(k))
+                if run.step == run.spec.steps:
+                    outcomes[run.spec.run_id] = run.finish(packed.member(k), val[k], pack_size=pack_size,
+                                                           pack_id=pack_id, first_step_s=first_step_s)
+                    leaving.append(k)
+            except Exception as err:  # one member's evals or files failing must not stop the others
+                _fail(store, run, err)
+                outcomes[run.spec.run_id] = "failed"
                 leaving.append(k)
         if progress:
             last = [run.log.curve[-1]["loss"] for run in runs if run.log.curve]
@@ -149,6 +153,11 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
             runs = [runs[k] for k in stay]
             host = [host[k] for k in stay]
     return outcomes
+
+
+def _fail(store: RunStore, run: RunRecorder, err: Exception) -> None:
+    store.set_status(run.spec.run_id, "failed", error=f"{type(err).__name__}: {err}",
+                     traceback=traceback.format_exc(limit=8))
 
 
 def _record(run: RunRecorder, host: list[tuple[list[float], list[float]]], k: int,
