@@ -431,3 +431,15 @@ def test_a_member_failing_at_its_end_does_not_stop_the_others(tmp_path, monkeypa
     monkeypatch.setattr(RunRecorder, "finish", finish)
     assert execute_pack(specs, str(tmp_path), lease_ttl_s=60) == ["done", "failed", "done"]
     assert "downstream eval crashed" in store.status(specs[1].run_id)["error"]
+
+
+def test_mup_runs_train_in_a_pack_as_they_train_alone(tmp_path):
+    """μP's per-group learning-rate multipliers and output multiplier hold inside a pack."""
+    extra = ["model.parametrization=mup", "model.mup_base_width=16", "model.tied_embeddings=false",
+             "sweep.grid={optim.lr:[3e-3,1e-2],model.init_std:[0.02,0.04]}"]
+    specs = _spec_like(tmp_path / "pack", *extra)
+    train_alone(specs, tmp_path / "alone")
+    store = RunStore(str(tmp_path / "pack"))
+    register_runs(specs, store)
+    assert set(pack_trainer.train_pack(specs, store, prepared_data(specs[0])).values()) == {"done"}
+    assert_same_curves(tmp_path / "alone", tmp_path / "pack")
