@@ -95,9 +95,9 @@ class PackedAdamW:
         bias2_sqrt = (1 - beta2 ** self.steps).sqrt()
         # Every per-member factor of every group, computed in float64 on the host and moved to the
         # device in one copy: [group, factor, K].
-        table = []
+        table, lrs = [], lrs.double().cpu()
         for group, _ in self.groups:
-            lr = lrs.double().cpu() * group.lr_mult
+            lr = lrs * group.lr_mult
             decay = 1 - lr * wd if group.decay else torch.ones_like(lr)
             table.append(torch.stack([decay, 1 - beta1, beta2, 1 - beta2, -lr / bias1, bias2_sqrt, eps]))
         device = next(self.model.parameters()).device
@@ -106,13 +106,12 @@ class PackedAdamW:
             table = table.pin_memory()
         table = table.to(device, non_blocking=True)
         for (group, params), factors in zip(self.groups, table):
-            for param in params:
+            for name, param in zip(group.names, params):
                 if param.grad is None:
                     continue
                 decay, one_minus_b1, beta2_, one_minus_b2, step_size, b2_sqrt, eps_ = (
                     _bcast(f, param) for f in factors)
-                grad, name = param.grad, self._name(param)
-                m, v = self.exp_avg[name], self.exp_avg_sq[name]
+                grad, m, v = param.grad, self.exp_avg[name], self.exp_avg_sq[name]
                 if group.decay:
                     param.mul_(decay)
                 m.lerp_(grad, one_minus_b1)
@@ -123,11 +122,6 @@ class PackedAdamW:
     def zero_grad(self) -> None:
         for param in self.model.parameters():
             param.grad = None
-
-    def _name(self, param: Tensor) -> str:
-        if not hasattr(self, "_names"):
-            self._names = {id(p): n for n, p in self.model.named_parameters()}
-        return self._names[id(param)]
 
     def keep(self, members: list[int]) -> None:
         """Follow `PackedGPT.keep` (call right after it): drop the state of members that left."""
@@ -140,7 +134,6 @@ class PackedAdamW:
         self._clip_limits = None
         params = dict(self.model.named_parameters())
         self.groups = [(group, [params[n] for n in group.names]) for group, _ in self.groups]
-        self._names = {id(p): n for n, p in params.items()}
 
     def member_state_dict(self, k: int, lr: float) -> dict:
         """Member k's state as torch.optim.AdamW.state_dict() of the run trained alone."""
