@@ -146,7 +146,7 @@ class PackedGPT(nn.Module):
         cfg, members = cfgs[0], len(cfgs)
         self.embed = PackedEmbedding(members, cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(PackedBlock(members, cfg) for _ in range(cfg.n_layer))
-        self.final_norm = PackedRMSNorm(members, cfg.d_model, mup.output_multiplier(cfg) if mup.is_mup(cfg) else 1.0)
+        self.final_norm = PackedRMSNorm(members, cfg.d_model, mup.output_multiplier(cfg))  # 1 unless μP
         self.lm_head = PackedLinear(members, cfg.d_model, cfg.vocab_size)
         if cfg.tied_embeddings:
             self.lm_head.weight = self.embed.weight
