@@ -24,21 +24,10 @@ import numpy as np
 
 from scaling_cli.errors import UserError
 from scaling_cli.fit import downstream, hyperparams, laws, parametric
-from scaling_cli.fit.bootstrap import percentile_interval
+from scaling_cli.fit.bootstrap import finite_interval
 
 # Residual draws per bootstrap sample for the prediction interval (200 samples x 50 = 10,000 draws).
 PI_DRAWS_PER_SAMPLE = 50
-
-
-def _interval(samples: np.ndarray | None, level: float) -> list[float | None]:
-    if samples is None:
-        return [None, None]
-    s = np.asarray(samples, dtype=float).ravel()
-    s = s[np.isfinite(s)]
-    if len(s) < 2:
-        return [None, None]
-    lo, hi = percentile_interval(s, level)
-    return [float(lo), float(hi)]
 
 
 def _resolve_target(report: dict, params, tokens, flops) -> tuple[float, float, float, dict]:
@@ -87,9 +76,9 @@ def _compute_optimal(chin: dict, params: float, flops: float, level: float) -> d
         cols = tuple(s[:, i] for i in range(5))
         with np.errstate(all="ignore"):
             ns, ds = laws.chinchilla_optimum(flops, *cols)
-            out["params_opt_interval"] = _interval(ns, level)
-            out["tokens_opt_interval"] = _interval(ds, level)
-            out["tokens_opt_for_params_interval"] = _interval(laws.chinchilla_tokens_for_params(params, *cols), level)
+            out["params_opt_interval"] = finite_interval(ns, level)
+            out["tokens_opt_interval"] = finite_interval(ds, level)
+            out["tokens_opt_for_params_interval"] = finite_interval(laws.chinchilla_tokens_for_params(params, *cols), level)
     return out
 
 
@@ -129,8 +118,8 @@ def predict(report: dict, params: float | None = None, tokens: float | None = No
     rng = np.random.default_rng(seed)
     base = samples[np.isfinite(samples)] if samples is not None and np.isfinite(samples).sum() >= 2 else np.array([loss])
     draws = (base[:, None] * np.exp(rng.normal(0.0, sigma, (len(base), PI_DRAWS_PER_SAMPLE)))).ravel()
-    ci = _interval(samples, level)
-    pi = _interval(draws, level)
+    ci = finite_interval(samples, level)
+    pi = finite_interval(draws, level)
     result = {
         "params": n, "tokens": d, "flops": c, "tokens_per_param": d / n,
         "params_kind": report.get("data", {}).get("params_kind", "total"),

@@ -54,6 +54,19 @@ def percentile_interval(samples: np.ndarray, level: float = DEFAULT_LEVEL, axis:
     return lo, hi
 
 
+def finite_interval(values: np.ndarray | None, level: float = DEFAULT_LEVEL) -> list[float | None]:
+    """percentile_interval of the finite values among `values` (any shape) as [lo, hi] floats;
+    [None, None] when there are fewer than two, or no values at all."""
+    if values is None:
+        return [None, None]
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return [None, None]
+    lo, hi = percentile_interval(v, level)
+    return [float(lo), float(hi)]
+
+
 def bootstrap(stat: Callable[[np.ndarray], np.ndarray | float | None], n: int, n_boot: int,
               rng: np.random.Generator, groups: Sequence | None = None) -> np.ndarray:
     """Evaluate `stat(indices)` on resamples; failed resamples (None or an exception) give NaN rows."""

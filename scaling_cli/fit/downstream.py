@@ -39,7 +39,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from scaling_cli.fit import laws, robust
-from scaling_cli.fit.bootstrap import FitOptions, cluster_weights, percentile_interval
+from scaling_cli.fit.bootstrap import FitOptions, cluster_weights, finite_interval, percentile_interval
 from scaling_cli.fit.grouping import DEFAULT_REL_TOL, cluster_log, group_centers, nearest_group
 
 # --- the support rule (module docstring) ------------------------------------------------------
@@ -251,6 +251,25 @@ def _residuals(y: np.ndarray, pred: np.ndarray) -> dict:
     return {"rmse": float(np.sqrt(np.mean(r * r))), "mean_abs_error": float(np.mean(np.abs(r)))}
 
 
+def _report(law, point: np.ndarray, samples: np.ndarray, options: FitOptions, residuals: dict, n_points: int,
+            **data_range: list[float]) -> dict:
+    """A fitted law's entry in fit.json: point estimate, bootstrap intervals and samples, fit quality."""
+    params, intervals = _summary(law.param_names, point, samples, options.level)
+    return {"law": law.name, "form": law.form, "reference": law.reference, "inputs": list(law.inputs),
+            "param_names": list(law.param_names), "params": params, "intervals": intervals,
+            "samples": samples.tolist(), "residuals": residuals, "n_points": int(n_points), **data_range}
+
+
+def _bootstrap_lm(fun, theta: np.ndarray, n: int, lo: np.ndarray, hi: np.ndarray, options: FitOptions,
+                  seed: int) -> np.ndarray:
+    """Refits from `theta` on `options.n_boot` resamples of the n runs (rows of parameters); NaN rows
+    for resamples of fewer than MIN_DISTINCT runs, which fit anything."""
+    weights = cluster_weights(np.arange(n), options.n_boot, options.rng(seed))
+    boot, _ = _multi_fit(fun, theta, n, weights, lo, hi)
+    boot[(weights > 0).sum(axis=1) < MIN_DISTINCT] = np.nan
+    return boot
+
+
 def _lm(fun, theta0: np.ndarray, weights: np.ndarray, lo: np.ndarray, hi: np.ndarray,
         iters: int = 200, tol: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
     """Levenberg-Marquardt for many small problems at once (one per row of theta0 / weights).
@@ -361,16 +380,10 @@ def fit_error_of_loss(loss: ArrayLike, err: ArrayLike, options: FitOptions | Non
     to_nat = lambda t: np.column_stack([t[:, 0], np.exp(t[:, 1] + np.exp(t[:, 2]) * lc), np.exp(t[:, 2])])
     samples = np.empty((0, 3))
     if options.n_boot:
-        weights = cluster_weights(np.arange(len(z)), options.n_boot, options.rng(5000 + salt))
-        boot, _ = _multi_fit(fun, theta, len(z), weights, _ERR_LO, _ERR_HI)
-        boot[(weights > 0).sum(axis=1) < MIN_DISTINCT] = np.nan  # a resample of < 3 runs fits anything
-        samples = to_nat(boot)
+        samples = to_nat(_bootstrap_lm(fun, theta, len(z), _ERR_LO, _ERR_HI, options, 5000 + salt))
     point = to_nat(theta)[0]
-    params, intervals = _summary(law.param_names, point, samples, options.level)
-    return {"law": law.name, "form": law.form, "reference": law.reference, "inputs": list(law.inputs),
-            "param_names": list(law.param_names), "params": params, "intervals": intervals,
-            "samples": samples.tolist(), "residuals": _residuals(err, error_of_loss(loss, *point)),
-            "n_points": int(len(loss)), "loss_range": [float(loss.min()), float(loss.max())]}
+    return _report(law, point, samples, options, _residuals(err, error_of_loss(loss, *point)), len(loss),
+                   loss_range=[float(loss.min()), float(loss.max())])
 
 
 # BLEU(D_p): theta = (a = log A, alpha, beta); for fixed beta, BLEU^(1/beta) = a + alpha log D_p is
@@ -415,17 +428,12 @@ def fit_bleu_tokens(tokens: ArrayLike, bleu: ArrayLike, options: FitOptions | No
         to_nat = lambda t: np.column_stack([np.exp(t[:, 0]), t[:, 1], t[:, 2]])
     samples = np.empty((0, 3))
     if options.n_boot:
-        weights = cluster_weights(np.arange(len(x)), options.n_boot, options.rng(6000 + salt))
-        boot, _ = _multi_fit(fun, theta, len(x), weights, _BLEU_LO, _BLEU_HI)
-        boot[(weights > 0).sum(axis=1) < MIN_DISTINCT] = np.nan
+        boot = _bootstrap_lm(fun, theta, len(x), _BLEU_LO, _BLEU_HI, options, 6000 + salt)
         with np.errstate(over="ignore"):
             samples = to_nat(boot)
     point = to_nat(theta)[0]
-    params, intervals = _summary(law.param_names, point, samples, options.level)
-    return {"law": law.name, "form": law.form, "reference": law.reference, "inputs": list(law.inputs),
-            "param_names": list(law.param_names), "params": params, "intervals": intervals,
-            "samples": samples.tolist(), "residuals": _residuals(y, bleu_tokens(d, *point)),
-            "n_points": int(len(y)), "tokens_range": [float(d.min()), float(d.max())]}
+    return _report(law, point, samples, options, _residuals(y, bleu_tokens(d, *point)), len(y),
+                   tokens_range=[float(d.min()), float(d.max())])
 
 
 def fit_downstream_ce(tokens: ArrayLike, ce: ArrayLike, options: FitOptions | None = None, salt: int = 0) -> dict:
@@ -445,11 +453,8 @@ def fit_downstream_ce(tokens: ArrayLike, ce: ArrayLike, options: FitOptions | No
         weights = cluster_weights(np.arange(len(y)), options.n_boot, options.rng(7000 + salt))
         samples = to_params(robust.refit_many(fit.optima[: options.boot_starts], x, np.log(y), weights))
     point = to_params(fit.theta)[0]
-    params, intervals = _summary(law.param_names, point, samples, options.level)
-    return {"law": law.name, "form": law.form, "reference": law.reference, "inputs": list(law.inputs),
-            "param_names": list(law.param_names), "params": params, "intervals": intervals,
-            "samples": samples.tolist(), "residuals": _residuals(y, downstream_ce(d, *point)),
-            "n_points": int(len(y)), "tokens_range": [float(d.min()), float(d.max())]}
+    return _report(law, point, samples, options, _residuals(y, downstream_ce(d, *point)), len(y),
+                   tokens_range=[float(d.min()), float(d.max())])
 
 
 _FITTERS = {"error_of_loss": fit_error_of_loss, "bleu_tokens": fit_bleu_tokens, "downstream_ce": fit_downstream_ce}
@@ -530,15 +535,6 @@ def fit_downstream(runs, metrics: dict[str, dict], options: FitOptions | None = 
 
 # --- prediction ---------------------------------------------------------------------------------
 
-def _interval(values: np.ndarray, level: float) -> list[float | None]:
-    v = np.asarray(values, dtype=float).ravel()
-    v = v[np.isfinite(v)]
-    if len(v) < 2:
-        return [None, None]
-    lo, hi = percentile_interval(v, level)
-    return [float(lo), float(hi)]
-
-
 def _samples(entry: dict) -> np.ndarray:
     s = np.asarray(entry.get("samples", []), dtype=float)
     return s[np.isfinite(s).all(axis=1)] if s.ndim == 2 and len(s) else np.empty((0, 3))
@@ -566,7 +562,7 @@ def predict_metric(entry: dict, params: float, tokens: float, loss: float | None
             l1 = l1[np.isfinite(l1)]
             with np.errstate(all="ignore"):
                 draws = to_metric(error_of_loss(l1[:, None], s2[None, :, 0], s2[None, :, 1], s2[None, :, 2]))
-            interval = _interval(draws, level)
+            interval = finite_interval(draws, level)
         return {"status": "ok", "value": value, "interval": interval, "law": law.name, "form": law.form,
                 "stages": "compute -> loss (fit's loss law) -> " + ("accuracy = 1 - Err(L)" if kind == "acc" else "Err(L)"),
                 "loss": loss, "extrapolation": loss < entry["loss_range"][0]}
@@ -583,7 +579,7 @@ def predict_metric(entry: dict, params: float, tokens: float, loss: float | None
     interval = [None, None]
     if len(s):
         with np.errstate(all="ignore"):
-            interval = _interval(law.func(tokens, s[:, 0], s[:, 1], s[:, 2]), level)
+            interval = finite_interval(law.func(tokens, s[:, 0], s[:, 1], s[:, 2]), level)
     return {"status": "ok", "value": value, "interval": interval, "law": law.name, "form": law.form,
             "model_params": g["model_params"], "extrapolation": tokens > g["tokens_range"][1]}
 
