@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from functools import lru_cache
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -24,37 +24,14 @@ import torch
 from scaling_cli.data.prepare import PreparedData
 from scaling_cli.faults import crash_point
 from scaling_cli.model.gpt import GPT
-from scaling_cli.model.packed_gpt import PackedGPT, hidden_states_fn
+from scaling_cli.model.packed_gpt import PackedGPT, head_losses
 from scaling_cli.plan import RunSpec
 from scaling_cli.store import RunStore
 from scaling_cli.train.diagnostics import PackDiagnostics
 from scaling_cli.train.evaluate import pack_validation_losses
 from scaling_cli.train.packed_adamw import PackedAdamW
-from scaling_cli.train.trainer import RECOMPILE_LIMIT, ProgressHook, RunRecorder, autocast_context, pick_device
-
-COMPILE_BACKEND = "inductor"
-"""torch.compile backend of packs (tests swap in a counting backend)."""
-
-
-@lru_cache(maxsize=None)
-def compiled_hidden_states(mode: str, backend: str | object):
-    """One compiled forward per process and mode, shared by every pack (see `pack_forward`)."""
-    return torch.compile(hidden_states_fn, mode=None if mode == "default" else mode, backend=backend)
-
-
-def pack_forward(packed: PackedGPT, inputs: torch.Tensor, compiled) -> torch.Tensor:
-    """Hidden states of a pack through the compiled forward, with the pack axis K symbolic.
-
-    Dynamo guards on shapes, not module identity, so every pack of an architecture reuses one
-    graph; marking K dynamic (on the inputs and on the parameters, which dynamo otherwise treats
-    as static) lets that graph also serve packs of other sizes and a pack that shrinks as its
-    members finish. Only K = 1 gets a graph of its own (dynamo specialises size-1 dimensions)."""
-    with torch._dynamo.config.patch(force_parameter_static_shapes=False, recompile_limit=RECOMPILE_LIMIT):
-        torch._dynamo.maybe_mark_dynamic(inputs, 0)
-        for param in packed.parameters():
-            torch._dynamo.maybe_mark_dynamic(param, 0)
-        return compiled(packed, inputs)
-
+from scaling_cli.train.compiled import StepCompiler
+from scaling_cli.train.trainer import ProgressHook, RunRecorder, autocast_context, fetch_to_host, pick_device, to_device
 
 def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
                progress: ProgressHook | None = None) -> dict[str, str]:
@@ -82,7 +59,7 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
     for k, state in enumerate(optimizer_states):
         if state is not None:
             optimizer.load_member_state_dict(k, state)
-    compiled = compiled_hidden_states(train_cfg.compile_mode, COMPILE_BACKEND) if train_cfg.compile else None
+    compiler = StepCompiler(train_cfg.compile_mode, pack=True) if train_cfg.compile else None
     autocast = lambda: autocast_context(device, train_cfg.precision)  # noqa: E731
     diagnostics = PackDiagnostics([run.cfg.train.diagnostics_interval for run in runs], autocast)
     validate = lambda members: _validation_losses(packed, runs, members, autocast)  # noqa: E731
@@ -90,18 +67,21 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
     for k, run in enumerate(runs):
         run.begin(lambda k=k: packed.member(k), initial.get(k))
         run.step = run.start
-    pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (losses [K], grad norms [K]) per step
+    pending: list[torch.Tensor] = []  # losses [K], grad norms [K], alternating, per step (on the device)
     host: list[tuple[list[float], list[float]]] = [([], []) for _ in runs]  # fetched, not yet logged
     packed.train()
     pack_id, pack_size, started, first_step_s = runs[0].spec.run_id, len(runs), time.perf_counter(), None
     while runs:
         steps = [run.step for run in runs]
-        lrs = torch.tensor([run.lrs[run.step] for run in runs], dtype=torch.float64)
-        inputs, targets = (torch.stack(parts) for parts in zip(*(run.batch(run.step) for run in runs)))
+        lrs = [float(run.lrs[run.step]) for run in runs]  # host scalars: the optimizer takes them as kernel arguments
+        # every member's batch in one pinned host tensor and one asynchronous copy
+        inputs, targets = to_device(torch.stack([run.window(run.step) for run in runs]), device)
         diagnostics.begin(packed, steps, inputs, targets)
-        with autocast():
-            hidden = pack_forward(packed, inputs, compiled) if compiled else packed.hidden_states(inputs)
-            losses = packed.losses(hidden, targets)
+        with autocast(), (compiler.forward(packed) if compiler else nullcontext()):
+            if compiler:
+                losses = compiler.head(packed, packed.trunk(inputs, compiler.run_block), targets)
+            else:
+                losses = head_losses(packed, packed.trunk(inputs), targets)
         losses.sum().backward()  # member k's gradient is that of its own mean loss
         grad_norms = optimizer.clip_grad_norms()
         diagnostics.before_update(packed)
@@ -109,7 +89,7 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
         diagnostics.after_update()
         optimizer.zero_grad()
         crash_point("step")
-        pending.append((losses.detach(), grad_norms))
+        pending += (losses.detach(), grad_norms)
         if first_step_s is None:  # compilation (if any) happens here; reported in each member's status
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -191,13 +171,12 @@ def _starting_state(run: RunRecorder) -> tuple[dict, dict | None]:
     return GPT(run.cfg.model).state_dict(), None
 
 
-def _fetch(pending: list[tuple[torch.Tensor, torch.Tensor]], host: list[tuple[list[float], list[float]]]) -> None:
-    """Move the pending per-step values to the host, one list per member (one sync for all steps)."""
+def _fetch(pending: list[torch.Tensor], host: list[tuple[list[float], list[float]]]) -> None:
+    """Move the pending per-step values to the host, one list per member (one copy for all steps)."""
     if not pending:
         return
-    losses = torch.stack([p[0] for p in pending]).float().cpu().numpy()
-    norms = torch.stack([p[1] for p in pending]).float().cpu().numpy()
+    values = fetch_to_host(pending).reshape(len(pending) // 2, 2, -1)  # [steps, (loss, norm), K]
     pending.clear()
     for k, (member_losses, member_norms) in enumerate(host):
-        member_losses.extend(losses[:, k].tolist())
-        member_norms.extend(norms[:, k].tolist())
+        member_losses.extend(values[:, 0, k].tolist())
+        member_norms.extend(values[:, 1, k].tolist())
