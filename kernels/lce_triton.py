@@ -187,7 +187,7 @@ def _lse_fwd_kernel(h_ptr, w_ptr, y_ptr, part_ptr, T, V, D, V_PER_SPLIT, stride_
 
 
 @triton.jit
-def _grad_logits_kernel(h_ptr, w_ptr, y_ptr, lse_ptr, g_ptr, z_ptr, out_ptr,
+def _grad_logits_kernel(h_ptr, w_ptr, y_ptr, lse_ptr, dlse_ptr, dtgt_ptr, out_ptr,
                         T, t0, t1, v0, v1, D, stride_hk, stride_h, stride_wk, stride_w, stride_ok, stride_out,
                         softcap, HAS_SOFTCAP: tl.constexpr,
                         BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -201,9 +201,9 @@ def _grad_logits_kernel(h_ptr, w_ptr, y_ptr, lse_ptr, g_ptr, z_ptr, out_ptr,
     w_ptr += head.to(tl.int64) * stride_wk
     y_ptr += head.to(tl.int64) * T
     lse_ptr += head.to(tl.int64) * T
-    g_ptr += head.to(tl.int64) * T
+    dlse_ptr += head.to(tl.int64) * T
+    dtgt_ptr += head.to(tl.int64) * T
     out_ptr += head.to(tl.int64) * stride_ok
-    z_loss = tl.load(z_ptr + head)
     rows = t0 + pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
     cols = v0 + pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
     row_mask = rows < t1
@@ -214,11 +214,11 @@ def _grad_logits_kernel(h_ptr, w_ptr, y_ptr, lse_ptr, g_ptr, z_ptr, out_ptr,
         th = _tanh(logits / softcap)
         logits = softcap * th
     lse = tl.load(lse_ptr + rows, mask=row_mask, other=0.0)
-    g = tl.load(g_ptr + rows, mask=row_mask, other=0.0)
+    dlse = tl.load(dlse_ptr + rows, mask=row_mask, other=0.0)
+    dtgt = tl.load(dtgt_ptr + rows, mask=row_mask, other=0.0)
     y = tl.load(y_ptr + rows, mask=row_mask, other=-1)
     p = tl.exp(logits - lse[:, None])
-    grad = p * (1.0 + 2.0 * z_loss * lse)[:, None] - tl.where(cols[None, :] == y[:, None], 1.0, 0.0)
-    grad = grad * g[:, None]
+    grad = p * dlse[:, None] + tl.where(cols[None, :] == y[:, None], dtgt[:, None], 0.0)
     if HAS_SOFTCAP:
         grad = grad * (1.0 - th * th)
     if INTERP_BF16:
@@ -343,8 +343,8 @@ def _add_matmul_(acc: Tensor, a: Tensor, b: Tensor) -> None:
         acc += _bmm_fp32(a, b)
 
 
-def grads(h: Tensor, w: Tensor, y: Tensor, lse: Tensor, g: Tensor, z_loss: tuple[float, ...],
-          softcap: float) -> tuple[Tensor, Tensor]:
+def grads(h: Tensor, w: Tensor, y: Tensor, lse: Tensor, dlse: Tensor, dtgt: Tensor, softcap: float,
+          scheme: str = "auto") -> tuple[Tensor, Tensor]:
     _check_device(h)
     heads, num_tokens, dim = h.shape
     vocab = w.shape[1]
@@ -358,8 +358,6 @@ def grads(h: Tensor, w: Tensor, y: Tensor, lse: Tensor, g: Tensor, z_loss: tuple
     tc, vc = _plan(num_tokens, vocab, dim, h.element_size(), dh_acc=low_precision, heads=heads)
     g_buf = torch.empty((heads, tc, vc), dtype=h.dtype, device=h.device)
     dh_acc = torch.empty((heads, tc, dim), dtype=torch.float32, device=h.device) if low_precision else None
-    z = torch.tensor(z_loss, dtype=torch.float32)
-    z = z.pin_memory().to(h.device, non_blocking=True) if h.is_cuda else z  # no wait on the GPU
     meta = _launch_meta(h.dtype, dim)
     for t0 in range(0, num_tokens, tc):
         t1 = min(t0 + tc, num_tokens)
@@ -369,7 +367,7 @@ def grads(h: Tensor, w: Tensor, y: Tensor, lse: Tensor, g: Tensor, z_loss: tuple
             v1 = min(v0 + vc, vocab)
             g_tile = g_buf[:, : t1 - t0, : v1 - v0]
             grid = lambda m: (triton.cdiv(v1 - v0, m["BLOCK_V"]), triton.cdiv(t1 - t0, m["BLOCK_T"]), heads)  # noqa: E731
-            _grad_logits[grid](h, w, y, lse, g, z, g_buf, num_tokens, t0, t1, v0, v1, dim,
+            _grad_logits[grid](h, w, y, lse, dlse, dtgt, g_buf, num_tokens, t0, t1, v0, v1, dim,
                                h.stride(0), h.stride(1), w.stride(0), w.stride(1), g_buf.stride(0),
                                g_buf.stride(1), float(softcap), HAS_SOFTCAP=softcap > 0.0, **meta)
             _add_matmul_(acc_h, g_tile, w[:, v0:v1])
