@@ -144,6 +144,9 @@ class PackedGPT(nn.Module):
             raise ValueError("pack members must share every model field except " + ", ".join(PER_MEMBER_FIELDS))
         self.cfgs = list(cfgs)
         cfg, members = cfgs[0], len(cfgs)
+        # What every member shares (shape, soft-cap, loss implementation), for code that a compiled
+        # region runs: it must not read the list of members, whose length would specialise the graph.
+        self.shape_cfg = cfg
         self.embed = PackedEmbedding(members, cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(PackedBlock(members, cfg) for _ in range(cfg.n_layer))
         self.final_norm = PackedRMSNorm(members, cfg.d_model, mup.output_multiplier(cfg))  # 1 unless μP
@@ -225,7 +228,7 @@ class PackedGPT(nn.Module):
         targets [K, ...]: the fused
         linear + cross-entropy over all K heads at once (logits never materialised; each kernel
         launch covers every head, so a pack launches as often as one run)."""
-        return lm_loss_heads(hidden, self.lm_head.weight, targets, self.cfgs, reduction, z_loss=self.z_loss)
+        return lm_loss_heads(hidden, self.lm_head.weight, targets, [self.shape_cfg], reduction, z_loss=self.z_loss)
 
     def member(self, k: int) -> GPT:
         """A standalone GPT holding a copy of member k (for validation, evals and model.pt)."""
