@@ -37,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
     from scaling_cli.compose import compose
     from scaling_cli.plan import expand
     from scaling_cli.report import print_plan, print_sweep_result
+    from scaling_cli.train.compiled import configure_cache
 
+    configure_cache()  # before anything compiles: workers inherit it, packs and later sweeps reuse the artifacts
     overrides = list(args.overrides)
     if args.max_runs is not None:
         overrides.append(f"sweep.max_runs={args.max_runs}")

@@ -61,11 +61,17 @@ def cache_folder() -> Path:
 
 def configure_cache() -> Path:
     """Point the compile caches at `cache_folder()` unless already set; returns the folder. Inductor
-    and Triton read these variables when they first compile, so call this before any compilation
-    (the sweep command and every worker do); a value the user exported wins."""
+    and Triton read these variables whenever they compile, so call this before any compilation (the
+    sweep command and every worker do); a value the user exported wins. Importing torch._dynamo
+    writes inductor's default (a temporary folder) into the environment, which is not a user's
+    choice and is replaced."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
     folder = cache_folder()
+    defaults = {"TORCHINDUCTOR_CACHE_DIR": os.path.abspath(default_cache_dir())}
     for name, sub in _CACHE_ENV.items():
-        os.environ.setdefault(name, str(folder / sub))
+        if os.environ.get(name) in (None, defaults.get(name)):
+            os.environ[name] = str(folder / sub)
     for name, value in _CACHE_SWITCHES.items():
         os.environ.setdefault(name, value)
     return folder
