@@ -102,3 +102,31 @@ def make_packs(specs: list[RunSpec], launcher: LauncherConfig, free_bytes: int |
         packs += [members[a:b] for a, b in zip(bounds, bounds[1:])]
     packs.sort(key=lambda p: (p[0].flops_per_token, sum(s.flops_to_train for s in p)), reverse=True)
     return packs
+
+
+def expected_compiles(specs: list[RunSpec], launcher: LauncherConfig) -> dict | None:
+    """What torch.compile will build for the runs with train.compile=true (None if there are none):
+    per architecture one graph per compiled region (scaling_cli.train.compiled.REGIONS: the block that
+    every layer shares, and the output head when the loss is an opaque op), once for packs (K >= 2,
+    one dynamic graph for every pack size) and once for a run training alone (K = 1: a run that is
+    never packed, or the last member of a pack whose others finished first). An upper bound: the
+    pack sizes chosen at launch come from free GPU memory, taken here as launcher.pack_max."""
+    from scaling_cli.train.compiled import REGIONS, loss_in_graph
+
+    runs = [s for s in specs if s.config["train"].get("compile")]
+    if not runs:
+        return None
+    on_cpu = runs[0].config["train"]["device"] == "cpu"
+    size = launcher.pack_size or (1 if on_cpu else launcher.pack_max)
+    variants: dict[tuple, set[str]] = defaultdict(set)
+    for pack in make_packs(runs, LauncherConfig(pack_size=size)):
+        kinds = variants[pack_key(pack[0])]
+        longest = max(s.steps for s in pack)
+        if len(pack) > 1:
+            kinds.add("pack")
+        if len(pack) == 1 or sum(s.steps == longest for s in pack) == 1:
+            kinds.add("alone")
+    regions = len(REGIONS) if loss_in_graph() else 1
+    return {"architectures": len(variants), "regions": regions,
+            "variants": sum(len(kinds) for kinds in variants.values()),
+            "graphs": regions * sum(len(kinds) for kinds in variants.values())}
