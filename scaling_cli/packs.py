@@ -8,7 +8,8 @@ They may differ in lr, schedule, warmup, weight decay, betas, clipping, seed, in
 token budget and eval settings (scaling_cli.train.pack_trainer trains them).
 
 How many runs per pack: `launcher.pack_size`, or with 0 the most whose training state fits in the
-free GPU memory (`members_that_fit`, at most `launcher.pack_max`); 1 on a CPU. Packs go
+free GPU memory (`members_that_fit`, at most `launcher.pack_max`; per member a measured peak of that
+shape when one is recorded, else the calibrated estimate: scaling_cli.memory); 1 on a CPU. Packs go
 largest-first (by compute per run, then per pack), so a sweep mixing shapes does not end waiting
 on its biggest model.
 """
@@ -18,9 +19,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from scaling_cli.config import LauncherConfig, ModelConfig
-from scaling_cli.model.counting import count_params
-from scaling_cli.model.gpt import mlp_hidden_width
+from scaling_cli.config import LauncherConfig
+from scaling_cli.memory import member_bytes, training_bytes  # noqa: F401 (re-exported: the pack planner's sizes)
 from scaling_cli.model.packed_gpt import shape_fields
 from scaling_cli.plan import RunSpec
 from scaling_cli.worker import data_key
@@ -28,36 +28,15 @@ from scaling_cli.worker import data_key
 # Train settings that must be equal inside a pack (one process, one step function for all).
 _SHARED_TRAIN = ("batch_size", "device", "precision", "compile", "compile_mode", "threads")
 
-# Memory the pack needs besides its members: CUDA context and allocator slack, the fused loss's
-# bounded workspace (<= 64 MiB, kernels/lce_triton.py), compiled graphs' buffers.
+# Memory a pack needs besides its members: allocator slack and fragmentation, the fused loss's
+# bounded workspace (<= 64 MiB, kernels/lce_triton.py), autotuning's buffers, compiled graphs' buffers.
 PACK_OVERHEAD_BYTES = 1 << 30
-# Margin on the activation estimate below (allocator fragmentation, transient buffers).
-ACTIVATION_MARGIN = 1.25
 
 
 def pack_key(spec: RunSpec) -> tuple:
     """Runs with equal keys can train in one pack."""
     train = spec.config["train"]
     return (shape_fields(spec.config["model"]), data_key(spec), tuple(train.get(k) for k in _SHARED_TRAIN))
-
-
-def member_bytes(spec: RunSpec) -> int:
-    """GPU memory one run of a pack needs (`training_bytes` of its model and batch size)."""
-    return training_bytes(ModelConfig(**spec.config["model"]), spec.config["train"]["batch_size"])
-
-
-def training_bytes(model: ModelConfig, batch_size: int) -> int:
-    """Memory to train one model: fp32 weights, gradients and two Adam moments (16 bytes per
-    parameter), plus the activations autograd keeps for one step under bf16 autocast, counted per
-    token: per layer the fp32 residual and norm outputs, bf16 q/k/v and their rotated copies,
-    attention output, and the MLP's up/activation/down inputs. An estimate for eager mode;
-    torch.compile's fusions keep less."""
-    d, hidden = model.d_model, mlp_hidden_width(model)
-    up_width = 2 * hidden if model.mlp == "swiglu" else hidden
-    per_token_layer = 56 * d + 2 * (2 * up_width + hidden)
-    per_token = model.n_layer * per_token_layer + 16 * d  # + embedding output, final norm, loss input
-    tokens = batch_size * model.seq_len
-    return int(16 * count_params(model).total + ACTIVATION_MARGIN * tokens * per_token)
 
 
 def members_that_fit(spec: RunSpec, free_bytes: int, launcher: LauncherConfig) -> int:

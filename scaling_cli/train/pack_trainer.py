@@ -23,6 +23,7 @@ import torch
 
 from scaling_cli.data.prepare import PreparedData
 from scaling_cli.faults import crash_point
+from scaling_cli.memory import record_peak
 from scaling_cli.model.gpt import GPT
 from scaling_cli.model.packed_gpt import PackedGPT, head_losses
 from scaling_cli.plan import RunSpec
@@ -32,6 +33,11 @@ from scaling_cli.train.evaluate import pack_validation_losses
 from scaling_cli.train.packed_adamw import PackedAdamW
 from scaling_cli.train.compiled import StepCompiler
 from scaling_cli.train.trainer import ProgressHook, RunRecorder, autocast_context, fetch_to_host, pick_device, to_device
+
+PEAK_AFTER_STEPS = 3
+"""A pack's memory peak is recorded after this many training steps: past compilation, in steady state,
+before the first periodic validation or checkpoint."""
+
 
 def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
                progress: ProgressHook | None = None) -> dict[str, str]:
@@ -71,6 +77,9 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
     host: list[tuple[list[float], list[float]]] = [([], []) for _ in runs]  # fetched, not yet logged
     packed.train()
     pack_id, pack_size, started, first_step_s = runs[0].spec.run_id, len(runs), time.perf_counter(), None
+    if device.type == "cuda":  # the peak of the training steps alone, for the memory records (scaling_cli.memory)
+        torch.cuda.reset_peak_memory_stats(device)
+    steps_done = 0
     while runs:
         steps = [run.step for run in runs]
         lrs = [float(run.lrs[run.step]) for run in runs]  # host scalars: the optimizer takes them as kernel arguments
@@ -94,6 +103,10 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             first_step_s = time.perf_counter() - started
+        steps_done += 1
+        if device.type == "cuda" and steps_done == PEAK_AFTER_STEPS:  # allocator statistics: no sync
+            record_peak(runs[0].spec, len(runs), torch.cuda.max_memory_allocated(device),
+                        torch.cuda.get_device_name(device))
         for run in runs:
             run.step += 1
         due = [k for k, run in enumerate(runs) if run.due(run.step)]
