@@ -490,3 +490,26 @@ def test_heads_shape_errors(args, match):
     else:
         with pytest.raises(ValueError, match=match):
             linear_cross_entropy_heads(h, w, y)
+
+
+# ----------------------------------------------------------------- the benchmark's command line
+
+def test_benchmark_cli_parses_shapes_and_needs_no_gpu_for_help(capsys):
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_linear_cross_entropy.py"
+    spec = importlib.util.spec_from_file_location("bench_linear_cross_entropy", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with pytest.raises(SystemExit) as exited:
+        bench.main(["--help"])
+    assert exited.value.code == 0 and "KxTxDxV" in capsys.readouterr().out
+    assert bench.parse_shape("16x16384x128x32768") == (16, 16384, 128, 32768)
+    assert bench.parse_shape("16384x512x50304") == (1, 16384, 512, 50304)
+    assert (16, 16384, 128, 32768) in bench.DEFAULT_SHAPES and (1, 16384, 128, 32768) in bench.DEFAULT_SHAPES
+    with pytest.raises(argparse.ArgumentTypeError, match="16384x512x50304"):
+        bench.parse_shape("16384x512")
+    if not torch.cuda.is_available():
+        assert bench.main(["--shapes", "8x16x32"]) == 2
