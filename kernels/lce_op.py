@@ -32,12 +32,12 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from . import lce_reference
+from . import lce_plan, lce_reference
 
 __all__ = ["lce_forward", "lce_backward", "IMPLS", "SCHEMES"]
 
 IMPLS = ("triton", "torch")
-SCHEMES = ("auto", "supertile", "owners", "fused")
+SCHEMES = ("auto", *lce_plan.SCHEMES)
 
 
 def _backend(impl: str) -> ModuleType:

@@ -42,7 +42,7 @@ from . import lce_op  # noqa: F401  (registers torch.ops.scaling_kernels.*)
 from .lce_op import SCHEMES
 
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_heads", "linear_cross_entropy_reference",
-           "LinearCrossEntropy", "triton_available"]
+           "prepare_linear_cross_entropy", "LinearCrossEntropy", "triton_available"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 _IMPLS = ("auto", "triton", "torch")
@@ -212,6 +212,22 @@ def _apply(h: Tensor, w: Tensor, targets: Tensor, ignore_index: int, reduction: 
     else:
         loss = per_token.sum(dim=1) / valid.sum(dim=1).clamp(min=1)
     return loss, lse.detach()
+
+
+def prepare_linear_cross_entropy(shapes: Sequence[tuple[int, int, int, int]], *, dtype: torch.dtype = torch.bfloat16,
+                                 softcap: float = 0.0, scheme: str = "auto",
+                                 device: torch.device | str | None = None) -> int:
+    """Autotune the Triton kernels for each (K heads, T tokens per head, d, V) in ``shapes`` now,
+    so that no later step pays for it in time or memory (Triton's config benchmarking allocates a
+    256 MiB L2-flush buffer). Call it before the step whose memory is measured or planned, with
+    the compute dtype and soft-cap the loss will use; shapes within the same power-of-two buckets
+    of K*T and V share the tuning. Returns how many shapes ran: 0 where there is nothing to tune
+    (no CUDA or no triton), so callers need not check."""
+    if not (_TRITON_AVAILABLE and torch.cuda.is_available()):
+        return 0
+    from . import lce_triton
+
+    return lce_triton.prepare(shapes, dtype=dtype, softcap=softcap, scheme=scheme, device=device)
 
 
 def linear_cross_entropy_reference(hidden: Tensor, weight: Tensor, targets: Tensor, *,
