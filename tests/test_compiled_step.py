@@ -29,7 +29,7 @@ def aot_eager(monkeypatch):
 
 def _sweep(root, *extra: str) -> None:
     cfg = compose(["sweep=single", *TINY_OVERRIDES, "eval=none", "model.n_layer=2", "train.tokens=3840",
-                   "train.diagnostics_interval=0", f"store.root={root}", *extra])
+                   "train.device=cpu", "train.diagnostics_interval=0", f"store.root={root}", *extra])
     result = run_sweep(expand(cfg), RunStore(cfg.store.root), cfg.launcher, show_progress=False)
     assert set(result.states) == {"done"}
 
@@ -52,3 +52,6 @@ def test_compiled_step_trains_and_matches_eager(tmp_path, aot_eager, grid, pack)
         np.testing.assert_allclose(compiled_curves[column], eager[column], rtol=2e-4, err_msg=column)
     first, last = (compiled_curves.groupby("run_id")["loss"].agg(how) for how in ("first", "last"))
     assert (last < first).all()  # it trains
+    for name, compiled_step in (("eager", False), ("compiled", True)):  # compile time is measured, and only there
+        statuses = [RunStore(str(tmp_path / name)).status(run_id) for run_id in set(eager["run_id"])]
+        assert all((s["compile_s"] > 0) == compiled_step for s in statuses)

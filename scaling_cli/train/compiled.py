@@ -29,6 +29,7 @@ of a step are static within a pack size).
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -97,6 +98,29 @@ def _run_head(model: nn.Module, x: Tensor, targets: Tensor) -> Tensor:
 @lru_cache(maxsize=None)
 def _compiled(fn, mode: str, backend) -> object:
     return torch.compile(fn, mode=None if mode == "default" else mode, backend=backend)
+
+
+def graphs_compiled() -> int:
+    """Graphs dynamo has compiled in this process so far: a step that raises it spent time compiling."""
+    return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+
+
+class CompileClock:
+    """Seconds spent in training steps that compiled something (each such step timed to its end with
+    one device sync; steps that compile nothing are never synced)."""
+
+    def __init__(self, device: torch.device, enabled: bool = True) -> None:
+        self.device, self.enabled, self.seconds = device, enabled, 0.0
+
+    def start(self) -> None:
+        if self.enabled:
+            self._graphs, self._started = graphs_compiled(), time.perf_counter()
+
+    def stop(self) -> None:
+        if self.enabled and graphs_compiled() != self._graphs:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.seconds += time.perf_counter() - self._started
 
 
 def reset() -> None:

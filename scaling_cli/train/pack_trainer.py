@@ -31,7 +31,7 @@ from scaling_cli.store import RunStore
 from scaling_cli.train.diagnostics import PackDiagnostics
 from scaling_cli.train.evaluate import pack_validation_losses
 from scaling_cli.train.packed_adamw import PackedAdamW
-from scaling_cli.train.compiled import StepCompiler
+from scaling_cli.train.compiled import CompileClock, StepCompiler
 from scaling_cli.train.trainer import ProgressHook, RunRecorder, autocast_context, fetch_to_host, pick_device, to_device
 
 PEAK_AFTER_STEPS = 3
@@ -79,8 +79,9 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
     pack_id, pack_size, started, first_step_s = runs[0].spec.run_id, len(runs), time.perf_counter(), None
     if device.type == "cuda":  # the peak of the training steps alone, for the memory records (scaling_cli.memory)
         torch.cuda.reset_peak_memory_stats(device)
-    steps_done = 0
+    steps_done, clock = 0, CompileClock(device, enabled=compiler is not None)
     while runs:
+        clock.start()
         steps = [run.step for run in runs]
         lrs = [float(run.lrs[run.step]) for run in runs]  # host scalars: the optimizer takes them as kernel arguments
         # every member's batch in one pinned host tensor and one asynchronous copy
@@ -97,6 +98,7 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
         optimizer.step(lrs)
         diagnostics.after_update()
         optimizer.zero_grad()
+        clock.stop()
         crash_point("step")
         pending += (losses.detach(), grad_norms)
         if first_step_s is None:  # compilation (if any) happens here; reported in each member's status
@@ -126,7 +128,8 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
                     val.get(k))
                 if run.step == run.spec.steps:
                     outcomes[run.spec.run_id] = run.finish(packed.member(k), val[k], pack_size=pack_size,
-                                                           pack_id=pack_id, first_step_s=first_step_s)
+                                                           pack_id=pack_id, first_step_s=first_step_s,
+                                                           compile_s=clock.seconds)
                     leaving.append(k)
             except Exception as err:  # one member's evals or files failing must not stop the others
                 _fail(store, run, err)

@@ -33,7 +33,7 @@ from scaling_cli.model import mup
 from scaling_cli.model.gpt import GPT
 from scaling_cli.plan import RunSpec
 from scaling_cli.store import CURVE_COLUMNS, EVAL_COLUMNS, RunStore
-from scaling_cli.train.compiled import StepCompiler
+from scaling_cli.train.compiled import CompileClock, StepCompiler
 from scaling_cli.train.diagnostics import StepDiagnostics
 from scaling_cli.train.evaluate import validation_loss
 from scaling_cli.train.schedule import lr_multipliers
@@ -286,7 +286,9 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
                                   autocast=lambda: autocast_context(device, cfg.train.precision))
     clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
     model.train()
+    clock = CompileClock(device, enabled=compiler is not None)
     for step in range(run.start, spec.steps):
+        clock.start()
         for group in optimizer.param_groups:  # lr_mult: μP's per-group LR scaling (build_optimizer)
             group["lr"] = float(run.lrs[step]) * group.get("lr_mult", 1.0)
         inputs, targets = run.batch(step)
@@ -302,6 +304,7 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
         optimizer.step()
         diagnostics.after_update()
         optimizer.zero_grad(set_to_none=True)
+        clock.stop()
         crash_point("step")
         pending.append(torch.stack((loss.detach().float(), grad_norm.detach().float())))
 
@@ -315,7 +318,7 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
         if progress:
             progress(done, spec.steps, {"loss": float(losses[-1]), "tokens_per_s": run.tokens_per_s})
         run.after_record(done, lambda: model, lambda: (model.state_dict(), optimizer.state_dict()))
-    return run.finish(model)
+    return run.finish(model, compile_s=clock.seconds)
 
 
 def _model_getter(model: ModelSource) -> Callable[[], GPT]:
