@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from omegaconf import OmegaConf
 
 from scaling_cli.cli import main
@@ -161,7 +160,7 @@ CPU_SETTINGS = {
 
 def scaled_copy(folder: Path) -> Path:
     """sweeps/small.yaml with every block's shapes tiny and token multipliers x TOKENS_SCALE."""
-    design = yaml.safe_load(sweep_files()[GPU_DEFAULT_SWEEP].read_text())
+    design = OmegaConf.to_container(OmegaConf.load(sweep_files()[GPU_DEFAULT_SWEEP]))
     blocks = [design["sweep"], *design["sweep"]["extra"]]
     for block in blocks:
         for group in block.get("zip", []):
@@ -179,7 +178,7 @@ def scaled_copy(folder: Path) -> Path:
                 design[group][key] = value
     design["sweep"]["name"] = "small_cpu_copy"
     folder.mkdir()
-    (folder / "small_cpu_copy.yaml").write_text(yaml.safe_dump(design))
+    OmegaConf.save(OmegaConf.create(design), folder / "small_cpu_copy.yaml")
     return folder
 
 
