@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from scaling_cli.errors import UserError
 
@@ -40,8 +41,13 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides)
     if args.max_runs is not None:
+        if any(o.lstrip("+").startswith("sweep.max_runs=") for o in overrides):
+            raise UserError("sweep.max_runs: given both as --max-runs and as an override; keep one")
         overrides.append(f"sweep.max_runs={args.max_runs}")
-    cfg = compose(overrides, sweeps_dir=args.sweeps_dir)
+    notes: list[str] = []
+    cfg = compose(overrides, sweeps_dir=args.sweeps_dir, notes=notes)
+    for note in notes:  # an override that replaced a sweep axis says so (scaling_cli/overrides.py)
+        print(f"scaling-cli sweep: note: {note}", file=sys.stderr)
     if args.show_config:
         print(OmegaConf.to_yaml(cfg))
         return 0
