@@ -68,10 +68,24 @@ def test_a_key_set_twice_keeps_the_last_and_says_so(capsys, tmp_path):
     assert [n.split(" is set")[0] for n in notes] == ["sweep", "optim.weight_decay"]
 
 
-def test_a_grid_axis_and_a_plain_value_for_one_key_on_the_command_line_fail(capsys, tmp_path):
-    code, _, err = dry_run(capsys, tmp_path, "sweep=single", "sweep.grid={optim.lr:[1e-3,2e-3]}", "optim.lr=1e-3")
-    assert code == 2 and len(err) == 1
-    assert err[0].startswith("scaling-cli sweep: error: optim.lr: set twice on the command line")
+def test_a_grid_axis_and_a_plain_value_on_the_command_line_the_later_wins(capsys, tmp_path):
+    grid = "sweep.grid={optim.lr:[1e-3,2e-3]}"
+    code, out, err = dry_run(capsys, tmp_path, "sweep=single", grid, "optim.lr=1e-3")
+    assert code == 0 and "sweep 'single': 1 runs" in out
+    assert len(err) == 1 and "optim.lr=1e-3 replaces the grid axis optim.lr" in err[0]
+    # a base list of overrides, then the axis: the axis sweeps the key (as the test suite's tiny runs do)
+    code, out, err = dry_run(capsys, tmp_path, "sweep=single", "optim.lr=1e-3", grid)
+    assert code == 0 and "sweep 'single': 2 runs" in out
+    assert len(err) == 1 and f"optim.lr=1e-3 gives way to {grid!r}, later on the command line" in err[0]
+    # the same for a zip on the command line
+    code, out, err = dry_run(capsys, tmp_path, "sweep=single", "train.tokens=7680",
+                             "sweep.zip=[{optim.lr:[1e-3,2e-3],train.tokens:[7680,15360]}]")
+    assert code == 0 and "sweep 'single': 2 runs" in out and "train.tokens=7680 gives way" in err[0]
+
+
+def test_a_failing_plan_prints_its_error_line_alone(capsys, tmp_path):
+    code, _, err = dry_run(capsys, tmp_path, "sweep=single", "model.n_head=2", "model.n_head=3")
+    assert code == 2 and len(err) == 1 and "model.d_model: 64 is not divisible by model.n_head=3" in err[0]
 
 
 def test_two_grid_overrides_of_one_axis_keep_the_last_and_say_so(capsys, tmp_path):
