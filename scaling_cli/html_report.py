@@ -73,6 +73,8 @@ def fmt(value: Any) -> str:
     if _is_pair(value):
         return f"[{fmt(value[0])}, {fmt(value[1])}]"
     if isinstance(value, list) and all(_is_scalar(v) for v in value):
+        if not value:
+            return "—"
         if len(value) <= 8:
             return ", ".join(fmt(v) for v in value)
         numbers = [v for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
