@@ -26,7 +26,7 @@ GROUP_KEYS = tuple(Config.__dataclass_fields__)
 # Keys that do not change what a run computes, so they stay out of its id.
 _ID_EXCLUDED = ("store", "sweep", "launcher")
 _ID_EXCLUDED_TRAIN = ("device", "threads", "compile", "compile_mode", "log_interval", "checkpoint_interval",
-                      "diagnostics_interval")  # diagnostics only observe (no-grad pass, weight copies)
+                      "diagnostics_interval", "loggers")  # diagnostics and trackers only observe
 
 
 @dataclass

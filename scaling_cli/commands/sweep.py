@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from scaling_cli.errors import UserError
 
@@ -40,12 +41,17 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides)
     if args.max_runs is not None:
+        if any(o.lstrip("+").startswith("sweep.max_runs=") for o in overrides):
+            raise UserError("sweep.max_runs: given both as --max-runs and as an override; keep one")
         overrides.append(f"sweep.max_runs={args.max_runs}")
-    cfg = compose(overrides, sweeps_dir=args.sweeps_dir)
+    notes: list[str] = []  # overrides that replaced, or gave way to, another (scaling_cli/overrides.py)
+    cfg = compose(overrides, sweeps_dir=args.sweeps_dir, notes=notes)
     if args.show_config:
+        _print_notes(notes)
         print(OmegaConf.to_yaml(cfg))
         return 0
     specs = expand(cfg)
+    _print_notes(notes)  # only once the plan stands: a failing command prints its one error line
     print_plan(specs, cfg)
     if args.dry_run:
         return 0
@@ -57,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
     result = run_sweep(specs, store, cfg.launcher, show_progress=not args.no_progress)
     print_sweep_result(result, store)
     return 1 if result.states.get("failed") else 0
+
+
+def _print_notes(notes: list[str]) -> None:
+    for note in notes:
+        print(f"scaling-cli sweep: note: {note}", file=sys.stderr)
 
 
 def _check_writable(store) -> None:
