@@ -8,6 +8,7 @@ trained by a 1-second sweep round-trips through `scaling-cli export`.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -140,6 +141,12 @@ def test_export_cli_round_trips_a_trained_run(tiny_overrides, tmp_path, capsys):
     assert tok(text).input_ids == run.tokenizer()(text, add_special_tokens=False).input_ids
     assert tok.eos_token == tok.bos_token == tok.pad_token == EOS and tok.model_max_length == run.model.cfg.seq_len
     assert hf.generation_config.eos_token_id == tok.eos_token_id
+    # Readable alike by transformers 4 and 5: RoPE under both spellings, a tokenizer class both know.
+    config = json.loads((out / "config.json").read_text())
+    theta = run.model.cfg.rope_theta
+    assert config["rope_theta"] == theta and config["rope_scaling"] is None
+    assert config["rope_parameters"] == {"rope_type": "default", "rope_theta": theta}
+    assert json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
 
     assert main(["export", str(store / run_id), str(out)]) == 2  # OUT exists: refused, first export intact
     assert "--overwrite" in capsys.readouterr().err and (out / "model.safetensors").exists()

@@ -4,8 +4,8 @@ An item is {"context": str, "choices": [str, ...], "gold": int}; every choice is
 continuation delimiter + choice after the context. Rows (task = the task's name):
 
 - acc: the choice with the highest summed log-likelihood is the gold one;
-- acc_norm: the same after dividing by the continuation's length in characters (the harness's
-  acc_norm), which removes the bias towards short choices;
+- acc_norm: the same after dividing by the choice's length in characters (the harness's acc_norm:
+  the choice without the delimiter), which removes the bias towards short choices;
 - ce and bpb: the smooth companions, cross-entropy of the gold continuation in nats per token and
   in bits per UTF-8 byte;
 - chance: mean of 1/len(choices) (the accuracy of guessing), n: items scored, seconds.
@@ -135,7 +135,7 @@ def evaluate(model: Any, tokenizer: Any, name: str, cfg: Any, autocast: Any) -> 
         s = scores[offset:offset + len(conts)]
         offset += len(conts)
         loglik = [lp for lp, _, _ in s]
-        norm = [lp / max(len(sep + c), 1) for lp, c in zip(loglik, it.choices)]
+        norm = [lp / max(len(c), 1) for lp, c in zip(loglik, it.choices)]  # lm-eval: the choice, not the delimiter
         correct += int(max(range(len(s)), key=loglik.__getitem__) == it.gold)
         correct_norm += int(max(range(len(s)), key=norm.__getitem__) == it.gold)
         nats -= loglik[it.gold]

@@ -268,12 +268,27 @@ def save_hf(model: GPT, tokenizer, out: str | Path) -> dict:
     try:
         hf_model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
+        _portable_config(tmp / "config.json", model.cfg.rope_theta)
         _portable_tokenizer_class(tmp / "tokenizer_config.json")
         tmp.replace(out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return {"class": type(hf_model).__name__, "path": str(out), "max_logit_diff": worst}
+
+
+def _portable_config(path: Path, theta: float) -> None:
+    """RoPE under both spellings, so transformers 4 and 5 read the same model: 5 writes and reads
+    `rope_parameters`, 4 writes and reads rope_theta / rope_scaling, and each ignores the other's
+    keys, falling back to the class default (Apertus: llama3-scaled RoPE, silently different
+    logits). Checked both ways with 4.57 and 5.24."""
+    import json
+
+    config = json.loads(path.read_text())
+    config.setdefault("rope_theta", float(theta))
+    config.setdefault("rope_scaling", None)
+    config.setdefault("rope_parameters", {"rope_type": "default", "rope_theta": float(theta)})
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _portable_tokenizer_class(path: Path) -> None:
