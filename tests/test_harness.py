@@ -55,6 +55,28 @@ def test_lm_eval_accuracy_equals_our_scorer_on_the_shipped_tasks(monkeypatch):
     assert theirs[("harness", "seconds")] > 0
 
 
+def test_shipped_tasks_under_the_stock_cli_keep_the_items_our_scorer_scores(tmp_path):
+    """`lm-eval run --model_args pretrained=OUT` hands OUT to the tasks' dataset hook, which keeps
+    only the items that fit the exported model's context, as our scorer does."""
+    import importlib.util
+
+    from scaling_cli.export.hf import save_hf
+
+    texts = [r["context"] for r in choice._read_jsonl(choice.shipped_tasks()["next_verse"])[:200]]
+    tokenizer = train_bpe(texts, 300)
+    model = GPT(ModelConfig(d_model=32, n_layer=1, n_head=2, seq_len=64, vocab_size=300)).eval()
+    save_hf(model, tokenizer, tmp_path / "hf")
+    spec = importlib.util.spec_from_file_location("harness_utils", harness.HARNESS_TASKS_DIR / "utils.py")
+    utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(utils)
+    everything = utils.next_verse(version=1.0)["test"]
+    fitting = utils.next_verse(pretrained=str(tmp_path / "hf"), version=1.0)["test"]
+    cfg = EvalConfig(choice_items=10_000)
+    ours = [item for item, _, _ in choice.usable_items(tokenizer, "next_verse", cfg, 64)]
+    assert len(everything) == len(choice.load_items("next_verse", cfg)) > len(fitting) > 0
+    assert [(d["context"], d["choices"], d["gold"]) for d in fitting] == [(i.context, i.choices, i.gold) for i in ours]
+
+
 def test_sweep_runs_harness_tasks_into_the_evals_table(tiny_overrides, tmp_path):
     # Our scorer's next_verse beside lm-eval's: same items, so the same accuracy, in a real run.
     assert main(["sweep", "--no-progress", *tiny_overrides, "model.seq_len=64", "eval.interval=10",

@@ -149,6 +149,15 @@ def evaluate(model: Any, tokenizer: Any, name: str, cfg: Any, autocast: Any) -> 
     return [{"task": name, "metric": k, "value": float(v)} for k, v in rows.items()]
 
 
+def fits(context: list[int], continuations: list[list[int]], seq_len: int) -> bool:
+    """Whether an item is scored: context and every choice have tokens, and the longest choice fits
+    the context window beside at least MIN_CONTEXT_TOKENS of context (a shorter context whole).
+    The lm-eval tasks (evals/harness.py, harness_tasks/) select their documents by this rule too."""
+    if not context or min(len(c) for c in continuations) < 1:
+        return False
+    return max(len(c) for c in continuations) + min(len(context), MIN_CONTEXT_TOKENS) <= seq_len
+
+
 def usable_items(tokenizer: Any, name: str, cfg: Any, seq_len: int) -> list[tuple[Item, list[int], list[list[int]]]]:
     """The first cfg.choice_items items (file order) whose every choice fits the context with at
     least MIN_CONTEXT_TOKENS of context, tokenized (remembered per tokenizer in this process)."""
@@ -171,9 +180,7 @@ def _usable_items(tokenizer: Any, name: str, cfg: Any, seq_len: int) -> list[tup
         for it, ctx in zip(chunk, contexts):
             conts = flat[offset:offset + len(it.choices)]
             offset += len(it.choices)
-            if not ctx or min(len(c) for c in conts) < 1:
-                continue
-            if max(len(c) for c in conts) + min(len(ctx), MIN_CONTEXT_TOKENS) > seq_len:
+            if not fits(ctx, conts, seq_len):
                 continue
             kept.append((it, ctx, conts))
             if len(kept) == cfg.choice_items:

@@ -113,19 +113,17 @@ def _is_multiple_choice(task: Any) -> bool:
 
 
 def _fits(task: Any, doc: Any, tokenizer: Any, max_length: int) -> bool:
-    """Our scorer's rule (choice.usable_items): every choice, with the delimiter, fits the context
-    window beside at least MIN_CONTEXT_TOKENS of context. lm-eval itself cannot score a choice
-    longer than the window (it stops with an assertion), and would score a nearly context-free one."""
-    from scaling_cli.evals.choice import MIN_CONTEXT_TOKENS
+    """Our scorer's rule (choice.fits) for one lm-eval document. lm-eval itself cannot score a
+    choice longer than the window (it stops with an assertion) and would score a nearly
+    context-free one."""
+    from scaling_cli.evals.choice import MIN_CONTEXT_TOKENS, fits
     from scaling_cli.evals.tokens import encode
 
     delimiter = task.config.target_delimiter
     continuations = encode(tokenizer, [delimiter + str(c) for c in task.doc_to_choice(doc)])
     text = task.doc_to_text(doc)
-    context = len(encode(tokenizer, [text])[0]) if isinstance(text, str) else MIN_CONTEXT_TOKENS
-    if context < 1 or min(len(c) for c in continuations) < 1:
-        return False
-    return max(len(c) for c in continuations) + min(context, MIN_CONTEXT_TOKENS) <= max_length
+    context = encode(tokenizer, [text])[0] if isinstance(text, str) else [0] * MIN_CONTEXT_TOKENS
+    return fits(context, continuations, max_length)
 
 
 def select_documents(tasks: list, tokenizer: Any, max_length: int, limit: int | None) -> dict[str, list[int]]:
