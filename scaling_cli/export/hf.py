@@ -73,7 +73,7 @@ QWEN3 = Target("Qwen3ForCausalLM", "Qwen3Config", "4.51", qk_norm=True,
 ARCEE = Target("ArceeForCausalLM", "ArceeConfig", "4.53", gated=False, extra={"mlp_bias": False})
 APERTUS = Target("ApertusForCausalLM", "ApertusConfig", "4.56", gated=False, qk_norm=True,
                  attn_norm="attention_layernorm", mlp_norm="feedforward_layernorm")
-VAULTGEMMA = Target("VaultGemmaForCausalLM", "VaultGemmaConfig", "4.56", gemma=True,
+VAULTGEMMA = Target("VaultGemmaForCausalLM", "VaultGemmaConfig", "4.57", gemma=True,
                     mlp_norm="pre_feedforward_layernorm", extra={"attn_logit_softcapping": None})
 
 
