@@ -60,7 +60,7 @@ class Target:
     attn_norm: str = "input_layernorm"
     mlp_norm: str = "post_attention_layernorm"
     gated: bool = True
-    qk_norm: bool = False
+    """act(gate) * up with three matrices; else act(up), two (GELU)."""
     gemma: bool = False
     """Gemma conventions: (1 + w) norm gains, embeddings scaled by sqrt(d_model), final soft-cap."""
     extra: dict = field(default_factory=dict)
@@ -68,10 +68,10 @@ class Target:
 
 
 LLAMA = Target("LlamaForCausalLM", "LlamaConfig", "4.44", extra={"mlp_bias": False})
-QWEN3 = Target("Qwen3ForCausalLM", "Qwen3Config", "4.51", qk_norm=True,
+QWEN3 = Target("Qwen3ForCausalLM", "Qwen3Config", "4.51",
                extra={"use_sliding_window": False, "sliding_window": None})
 ARCEE = Target("ArceeForCausalLM", "ArceeConfig", "4.53", gated=False, extra={"mlp_bias": False})
-APERTUS = Target("ApertusForCausalLM", "ApertusConfig", "4.56", gated=False, qk_norm=True,
+APERTUS = Target("ApertusForCausalLM", "ApertusConfig", "4.56", gated=False,
                  attn_norm="attention_layernorm", mlp_norm="feedforward_layernorm")
 VAULTGEMMA = Target("VaultGemmaForCausalLM", "VaultGemmaConfig", "4.57", gemma=True,
                     mlp_norm="pre_feedforward_layernorm", extra={"attn_logit_softcapping": None})
