@@ -51,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
         print(OmegaConf.to_yaml(cfg))
         return 0
     specs = expand(cfg)
+    if cfg.eval.harness:  # unknown lm-eval task names fail here, not after each run has trained
+        from scaling_cli.evals.harness import check_tasks
+
+        check_tasks(cfg.eval.harness)
     _print_notes(notes)  # only once the plan stands: a failing command prints its one error line
     print_plan(specs, cfg)
     if args.dry_run:

@@ -229,7 +229,7 @@ class RunRecorder:
             get_model(), self.data.validation, cfg.train, self.device, autocast)
         rows = [{"task": "val", "metric": "loss", "value": value}]
         final = step == self.spec.steps
-        if cfg.eval.tasks and (final or (cfg.eval.interval and step and step % cfg.eval.interval == 0)):
+        if (cfg.eval.tasks or cfg.eval.harness) and (final or (cfg.eval.interval and step and step % cfg.eval.interval == 0)):
             started = time.perf_counter()
             rows += downstream_evals(get_model(), self.data.tokenizer, cfg.eval, self.device, autocast)
             self.eval_seconds += time.perf_counter() - started
