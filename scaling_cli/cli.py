@@ -4,6 +4,8 @@
     scaling-cli status [STORE]                        progress of a sweep
     scaling-cli fit RUNS_OR_TABLE                     fit scaling laws
     scaling-cli predict --params 7e9                  extrapolate to a target scale
+    scaling-cli report [STORE] [-o report.html]       one self-contained HTML page of it all
+    scaling-cli export RUN [OUT] --format hf          a finished proxy as a transformers checkpoint
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ COMMANDS = {
     "status": "status",
     "fit": "fit",
     "predict": "predict",
+    "report": "report",
+    "export": "export",
 }
 
 

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from scaling_cli.config import ConfigError, register_configs
 from scaling_cli.errors import UserError
+from scaling_cli.overrides import reconcile_axes
 
 
 def sweep_files(extra_dir: str | None = None) -> dict[str, Path]:
@@ -66,8 +67,11 @@ def normalise_overrides(overrides: Iterable[str]) -> list[str]:
     return [o[1:] if o.startswith("+sweep=") else o for o in overrides]
 
 
-def compose(overrides: Sequence[str] = (), sweeps_dir: str | None = None) -> DictConfig:
-    """The composed, typed config. Raises UserError with a one-line message on any problem."""
+def compose(overrides: Sequence[str] = (), sweeps_dir: str | None = None, notes: list[str] | None = None) -> DictConfig:
+    """The composed, typed config. Raises UserError with a one-line message on any problem.
+
+    An override of a key the sweep varies replaces that axis or fails, and a key set twice fails
+    (scaling_cli/overrides.py); each replaced axis adds a line to `notes` when a list is given."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
@@ -82,11 +86,15 @@ def compose(overrides: Sequence[str] = (), sweeps_dir: str | None = None) -> Dic
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module="scaling_cli_conf", version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=list(overrides))
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
     except Exception as err:
         raise UserError(one_line(err)) from err
     finally:
         GlobalHydra.instance().clear()
+    replaced = reconcile_axes(cfg, overrides)
+    if notes is not None:
+        notes.extend(replaced)
+    return cfg
 
 
 def one_line(err: BaseException) -> str:

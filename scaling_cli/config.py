@@ -10,6 +10,7 @@ which raises one `ConfigError` naming the field and the fix.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -159,6 +160,10 @@ class TrainConfig:
     diagnostics_interval: int = 50
     """Every this many steps (from step 0), log stability diagnostics to the curve (Wortsman et al.: max
     attention logit, mean output log Z, update/weight norm ratio) at the cost of one extra forward; 0 disables."""
+    loggers: List[str] = field(default_factory=list)
+    """Experiment trackers that also get every curve row, eval and the config: 'tensorboard' (event files
+    in the run folder) and/or 'wandb' (one offline W&B run per proxy, grouped by sweep); see
+    scaling_cli/train/loggers.py. Each needs its extra: pip install 'scaling-cli[tensorboard]'."""
 
 
 @dataclass
@@ -304,6 +309,10 @@ _CHOICES = {
 }
 
 
+# train.loggers name -> the package it needs (scaling_cli/train/loggers.py writes through it).
+LOGGER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+
+
 def validate(cfg: DictConfig | Config) -> None:
     """Check what types cannot: ranges, divisibility, choices. Raises ConfigError."""
     c = cfg
@@ -350,6 +359,10 @@ def validate(cfg: DictConfig | Config) -> None:
     _require(t.threads >= 0, "train.threads", f"must be >= 0, got {t.threads}")
     _require(t.diagnostics_interval >= 0, "train.diagnostics_interval",
              f"must be >= 0 (0 disables), got {t.diagnostics_interval}")
+    for name in t.loggers:
+        _require(name in LOGGER_PACKAGES, "train.loggers", f"unknown logger {name!r}; choose from {', '.join(LOGGER_PACKAGES)}")
+        _require(importlib.util.find_spec(LOGGER_PACKAGES[name]) is not None, "train.loggers",
+                 f"{name} is not installed; pip install 'scaling-cli[{name}]' or drop it from train.loggers")
     sw = c.sweep
     _require(all(b > 0 for b in sw.budgets), "sweep.budgets", "every FLOP budget must be > 0")
     _require(all(n > 0 for n in sw.target_params), "sweep.target_params", "every target size must be > 0")

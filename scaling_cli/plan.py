@@ -26,7 +26,7 @@ GROUP_KEYS = tuple(Config.__dataclass_fields__)
 # Keys that do not change what a run computes, so they stay out of its id.
 _ID_EXCLUDED = ("store", "sweep", "launcher")
 _ID_EXCLUDED_TRAIN = ("device", "threads", "compile", "compile_mode", "log_interval", "checkpoint_interval",
-                      "diagnostics_interval",  # diagnostics only observe (no-grad pass, weight copies)
+                      "diagnostics_interval", "loggers",  # diagnostics and trackers only observe
                       "tokens_per_param")  # always resolved into train.tokens by then
 
 
@@ -240,6 +240,10 @@ def _spec(run_cfg: DictConfig, point: dict[str, Any], sweep_name: str, salt: dic
         # mup_base_width) leaves them out of the id, so runs planned before keep their ids.
         for key in ("parametrization", "mup_base_width"):
             identity["model"].pop(key, None)
+    if not identity.get("eval", {}).get("harness"):
+        # The same for eval.harness (lm-eval tasks): runs without any keep the ids they had.
+        for key in ("harness", "harness_limit"):
+            identity["eval"].pop(key, None)
     run_id = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     model_cfg = OmegaConf.to_object(run_cfg.model)
     counts = count_params(model_cfg)

@@ -71,7 +71,7 @@ def test_compose_group_choices_select_their_yaml(overrides, expected):
 
 
 def test_compose_converts_override_types_through_the_schema():
-    cfg = compose(["optim.lr=1", "model.d_model=128", "train.tokens=null", "train.steps=20"])
+    cfg = compose(["sweep=single", "optim.lr=1", "model.d_model=128", "train.tokens=null", "train.steps=20"])
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
     assert cfg.model.d_model == 128 and isinstance(cfg.model.d_model, int)
     assert cfg.train.tokens is None and cfg.train.steps == 20

@@ -107,7 +107,7 @@ def test_multiple_choice_accuracy_and_companions_by_hand(tmp_path):
             logp = torch.log_softmax(model.logits(torch.tensor([ctx + cont])).double(), dim=-1)[0]
             lps.append(sum(float(logp[len(ctx) - 1 + i, t]) for i, t in enumerate(cont)))
         correct += max(range(len(lps)), key=lps.__getitem__) == gold
-        correct_norm += max(range(len(lps)), key=lambda j: lps[j] / len(" " + item.choices[j])) == gold
+        correct_norm += max(range(len(lps)), key=lambda j: lps[j] / len(item.choices[j])) == gold
         nats -= lps[gold]
         tokens += len((" " + item.choices[gold]).encode())
         nbytes += len((" " + item.choices[gold]).encode())

@@ -143,6 +143,23 @@ def test_extra_blocks_add_their_points_to_the_main_grid():
         grid_points(OmegaConf.create({"extra": [{"grids": {"optim.lr": [1e-3]}}]}))
 
 
+@pytest.mark.parametrize("override, field", [
+    ("optim.lr=1e-3", "optim.lr"),                      # varied by the lr blocks of sweep.extra
+    ("train.tokens=1e7", "train.tokens"),               # the tokens come from train.tokens_per_param
+    ("train.steps=100", "train.steps"),
+])
+def test_an_override_the_gpu_default_would_overwrite_stops_the_command(capsys, tmp_path, override, field):
+    assert main(["sweep", "--dry-run", f"sweep={GPU_DEFAULT_SWEEP}", override, f"store.root={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"scaling-cli sweep: error: {field}: sweep 'small'") and "\n" not in err
+
+
+def test_dropping_the_blocks_lets_a_single_budget_through(capsys, tmp_path):
+    out = dry_run(capsys, f"sweep={GPU_DEFAULT_SWEEP}", "sweep.extra=[]", "train.tokens_per_param=null",
+                  "train.tokens=1e7", f"store.root={tmp_path}")
+    assert "sweep 'small': 5 runs" in out  # 5 sizes, one budget each
+
+
 # ------------------------------------------------------------------ the chain on a scaled-down copy
 
 # The GPU default's sizes mapped to tiny ones (same count, same order), and its budgets scaled down.

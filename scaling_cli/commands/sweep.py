@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from scaling_cli.errors import UserError
 
@@ -45,15 +46,24 @@ def run(args: argparse.Namespace) -> int:
     configure_cache()  # before anything compiles: workers inherit it, packs and later sweeps reuse the artifacts
     overrides = list(args.overrides)
     if args.max_runs is not None:
+        if any(o.lstrip("+").startswith("sweep.max_runs=") for o in overrides):
+            raise UserError("sweep.max_runs: given both as --max-runs and as an override; keep one")
         overrides.append(f"sweep.max_runs={args.max_runs}")
     chosen = hardware_default_sweep(overrides)
-    cfg = compose([f"sweep={chosen}", *overrides] if chosen else overrides, sweeps_dir=args.sweeps_dir)
+    notes: list[str] = []  # overrides that replaced, or gave way to, another (scaling_cli/overrides.py)
+    cfg = compose([f"sweep={chosen}", *overrides] if chosen else overrides, sweeps_dir=args.sweeps_dir, notes=notes)
     if chosen:
         print(f"sweep={chosen}: the GPU default (CUDA is present and no sweep= was given; sweep=tiny is the CPU default)")
     if args.show_config:
+        _print_notes(notes)
         print(OmegaConf.to_yaml(cfg))
         return 0
     specs = expand(cfg)
+    if cfg.eval.harness:  # unknown lm-eval task names fail here, not after each run has trained
+        from scaling_cli.evals.harness import check_tasks
+
+        check_tasks(cfg.eval.harness)
+    _print_notes(notes)  # only once the plan stands: a failing command prints its one error line
     print_plan(specs, cfg)
     if args.dry_run:
         return 0
@@ -65,6 +75,11 @@ def run(args: argparse.Namespace) -> int:
     result = run_sweep(specs, store, cfg.launcher, show_progress=not args.no_progress)
     print_sweep_result(result, store)
     return 1 if result.states.get("failed") else 0
+
+
+def _print_notes(notes: list[str]) -> None:
+    for note in notes:
+        print(f"scaling-cli sweep: note: {note}", file=sys.stderr)
 
 
 def _check_writable(store) -> None:

@@ -39,7 +39,8 @@ def cache_root(cfg: DataConfig) -> Path:
     return Path(root).expanduser()
 
 
-def prepare(cfg: DataConfig, vocab_size: int, seq_len: int) -> PreparedData:
+def _cache_folder(cfg: DataConfig, vocab_size: int):
+    """(cache folder, documents or None): documents are read only when the identity needs them."""
     docs = None
     if cfg.source == "embedded":  # most sweeps: skip reading documents when the cache is warm
         identity = embedded_identity(cfg)
@@ -47,7 +48,22 @@ def prepare(cfg: DataConfig, vocab_size: int, seq_len: int) -> PreparedData:
         docs = load_documents(cfg)
         identity = docs.identity
     key = hashlib.sha1(f"{CACHE_VERSION}|{identity}|{cfg.tokenizer}|{vocab_size}".encode()).hexdigest()[:16]
-    folder = cache_root(cfg) / key
+    return cache_root(cfg) / key, docs
+
+
+def load_tokenizer(cfg: DataConfig, vocab_size: int):
+    """The tokenizer `prepare` gives runs of this data config: the cached one, or trained (and
+    cached) from the documents exactly as `prepare` would, without tokenizing the corpus."""
+    folder, docs = _cache_folder(cfg, vocab_size)
+    if (folder / "tokenizer").exists():
+        return load_or_train(cfg.tokenizer, [], vocab_size, folder / "tokenizer")
+    docs = docs or load_documents(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    return load_or_train(cfg.tokenizer, docs.train, vocab_size, folder / "tokenizer")
+
+
+def prepare(cfg: DataConfig, vocab_size: int, seq_len: int) -> PreparedData:
+    folder, docs = _cache_folder(cfg, vocab_size)
     arrays = {split: folder / f"{split}.npy" for split in ("train", "validation")}
     if not all(path.exists() for path in arrays.values()) or not (folder / "tokenizer").exists():
         docs = docs or load_documents(cfg)

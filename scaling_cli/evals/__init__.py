@@ -8,7 +8,8 @@ copy of the model is finetuned on translation pairs (finetune.py; Isik et al. 20
 is measured on that copy; then each task in eval.tasks runs: 'translation' (translation.py: greedy
 decoding with a KV cache, sacrebleu BLEU/chrF, reference cross-entropy) or a multiple-choice task
 (choice.py: log-likelihood accuracy, length-normalised accuracy, gold cross-entropy). Every
-accuracy and BLEU has a smooth companion (ce, bpb) so laws can be fitted in two stages.
+accuracy and BLEU has a smooth companion (ce, bpb) so laws can be fitted in two stages. Then the
+lm-evaluation-harness tasks of eval.harness run on the same model (harness.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def downstream_evals(model: Any, tokenizer: Any, cfg: Any, device: Any, autocast
     """Every configured downstream task's metrics for `model` (the model itself is not modified)."""
     if isinstance(cfg, dict):
         cfg = EvalConfig(**cfg)
-    if not cfg.tasks:
+    if not cfg.tasks and not cfg.harness:
         return []
     validate_eval(cfg)
     from scaling_cli.evals import choice, finetune, translation
@@ -41,4 +42,8 @@ def downstream_evals(model: Any, tokenizer: Any, cfg: Any, device: Any, autocast
             rows += translation.evaluate(target, tokenizer, cfg.translation, cfg.batch_size, autocast)
         else:
             rows += choice.evaluate(target, tokenizer, name, cfg, autocast)
+    if cfg.harness:
+        from scaling_cli.evals import harness
+
+        rows += harness.evaluate(target, tokenizer, cfg, autocast)
     return rows

@@ -4,8 +4,8 @@ An item is {"context": str, "choices": [str, ...], "gold": int}; every choice is
 continuation delimiter + choice after the context. Rows (task = the task's name):
 
 - acc: the choice with the highest summed log-likelihood is the gold one;
-- acc_norm: the same after dividing by the continuation's length in characters (the harness's
-  acc_norm), which removes the bias towards short choices;
+- acc_norm: the same after dividing by the choice's length in characters (the harness's acc_norm:
+  the choice without the delimiter), which removes the bias towards short choices;
 - ce and bpb: the smooth companions, cross-entropy of the gold continuation in nats per token and
   in bits per UTF-8 byte;
 - chance: mean of 1/len(choices) (the accuracy of guessing), n: items scored, seconds.
@@ -135,7 +135,7 @@ def evaluate(model: Any, tokenizer: Any, name: str, cfg: Any, autocast: Any) -> 
         s = scores[offset:offset + len(conts)]
         offset += len(conts)
         loglik = [lp for lp, _, _ in s]
-        norm = [lp / max(len(sep + c), 1) for lp, c in zip(loglik, it.choices)]
+        norm = [lp / max(len(c), 1) for lp, c in zip(loglik, it.choices)]  # lm-eval: the choice, not the delimiter
         correct += int(max(range(len(s)), key=loglik.__getitem__) == it.gold)
         correct_norm += int(max(range(len(s)), key=norm.__getitem__) == it.gold)
         nats -= loglik[it.gold]
@@ -147,6 +147,15 @@ def evaluate(model: Any, tokenizer: Any, name: str, cfg: Any, autocast: Any) -> 
             "bpb": nats / math.log(2) / n_bytes, "chance": chance / n, "n": float(n),
             "seconds": time.perf_counter() - started}
     return [{"task": name, "metric": k, "value": float(v)} for k, v in rows.items()]
+
+
+def fits(context: list[int], continuations: list[list[int]], seq_len: int) -> bool:
+    """Whether an item is scored: context and every choice have tokens, and the longest choice fits
+    the context window beside at least MIN_CONTEXT_TOKENS of context (a shorter context whole).
+    The lm-eval tasks (evals/harness.py, harness_tasks/) select their documents by this rule too."""
+    if not context or min(len(c) for c in continuations) < 1:
+        return False
+    return max(len(c) for c in continuations) + min(len(context), MIN_CONTEXT_TOKENS) <= seq_len
 
 
 def usable_items(tokenizer: Any, name: str, cfg: Any, seq_len: int) -> list[tuple[Item, list[int], list[list[int]]]]:
@@ -171,9 +180,7 @@ def _usable_items(tokenizer: Any, name: str, cfg: Any, seq_len: int) -> list[tup
         for it, ctx in zip(chunk, contexts):
             conts = flat[offset:offset + len(it.choices)]
             offset += len(it.choices)
-            if not ctx or min(len(c) for c in conts) < 1:
-                continue
-            if max(len(c) for c in conts) + min(len(ctx), MIN_CONTEXT_TOKENS) > seq_len:
+            if not fits(ctx, conts, seq_len):
                 continue
             kept.append((it, ctx, conts))
             if len(kept) == cfg.choice_items:

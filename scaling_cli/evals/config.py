@@ -4,6 +4,7 @@ pretrain-then-finetune protocol (Isik et al. 2024) applied before them.
     eval=none        validation loss only
     eval=default     translation BLEU/chrF + two multiple-choice tasks at CPU-proxy sizes
     eval=full        the same at GPU-proxy sizes
+    eval.harness=[scaling_next_verse]   lm-evaluation-harness tasks, beside or instead of those
 
 `tasks` names what runs: 'translation' (greedy decoding scored with sacrebleu) and any number of
 multiple-choice tasks, each either shipped in scaling_cli/data/corpus/<name>.jsonl or declared in
@@ -76,6 +77,13 @@ class EvalConfig:
     choice_tasks: Dict[str, Any] = field(default_factory=dict)
     """Extra multiple-choice tasks: name -> {source, hub_config, split, delimiter} (ChoiceTaskConfig;
     typed Any so that `+eval.choice_tasks.NAME={source:...}` can add one on the command line)."""
+    harness: List[str] = field(default_factory=list)
+    """lm-evaluation-harness task names (needs the `lm-eval` extra), run through lm-eval on the model
+    converted to its transformers twin at the same steps as `tasks` (after finetuning, if any); rows
+    land in the evals table as <task>_<metric> (scaling_cli/evals/harness.py). Shipped, offline:
+    scaling_next_verse, scaling_translation_choice; any lm-eval task name also works."""
+    harness_limit: int = 100
+    """Documents per lm-eval task (the first N: lm-eval's `limit`); 0 scores every document."""
     batch_size: int = 32
     """Sequences per forward pass when scoring and decoding."""
     seed: int = 0
@@ -97,6 +105,7 @@ class EvalConfig:
             tasks[name] = spec
         self.choice_tasks = tasks
         self.tasks = list(self.tasks)
+        self.harness = list(self.harness)
         # The trainer builds this dataclass before its first step, so a bad eval config fails the
         # run then, not after training (plan-time validation needs config.validate to call this).
         validate_eval(self)
@@ -119,6 +128,16 @@ def validate_eval(cfg) -> None:
                  f"unknown task {name!r}; use 'translation', a shipped task ({', '.join(sorted(shipped))}) "
                  "or declare it under eval.choice_tasks")
     _require(len(set(cfg.tasks)) == len(cfg.tasks), "tasks", f"a task is listed twice in {list(cfg.tasks)}")
+    harness = list(cfg.harness or [])
+    _require(len(set(harness)) == len(harness), "harness", f"a task is listed twice in {harness}")
+    both = sorted(set(harness) & set(cfg.tasks))
+    _require(not both, "harness", f"{both} also in eval.tasks: their rows would share names; keep one")
+    _require(cfg.harness_limit >= 0, "harness_limit", f"must be >= 0 (0: every document), got {cfg.harness_limit}")
+    if harness:
+        import importlib.util
+
+        _require(importlib.util.find_spec("lm_eval") is not None, "harness",
+                 "lm-evaluation-harness is not installed; pip install 'scaling-cli[lm-eval]'")
     _require(cfg.interval >= 0, "interval", f"must be >= 0 (0: end of run only), got {cfg.interval}")
     _require(cfg.finetune_steps >= 0, "finetune_steps", f"must be >= 0, got {cfg.finetune_steps}")
     _require(cfg.finetune_lr > 0, "finetune_lr", f"must be > 0, got {cfg.finetune_lr}")

@@ -43,6 +43,14 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
                progress: ProgressHook | None = None) -> dict[str, str]:
     """Train `specs` (one architecture, batch size and data; see scaling_cli.packs) together."""
     runs = [RunRecorder(spec, store, data, pick_device(specs[0].config["train"]["device"])) for spec in specs]
+    try:
+        return _train_pack(runs, store, progress)
+    finally:
+        for run in runs:  # an interrupted or crashed member's trackers are rebuilt from the store on resume
+            run.close()
+
+
+def _train_pack(runs: list[RunRecorder], store: RunStore, progress: ProgressHook | None) -> dict[str, str]:
     train_cfg, device = runs[0].cfg.train, runs[0].device
     if train_cfg.threads:
         torch.set_num_threads(train_cfg.threads)
@@ -153,7 +161,7 @@ def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
 
 def _fail(store: RunStore, run: RunRecorder, err: Exception) -> None:
     store.set_status(run.spec.run_id, "failed", error=f"{type(err).__name__}: {err}",
-                     traceback=traceback.format_exc(limit=8))
+                     traceback=traceback.format_exc(limit=8), **run.close())
 
 
 def _record(run: RunRecorder, host: list[tuple[list[float], list[float]]], k: int,

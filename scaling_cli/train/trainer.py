@@ -36,6 +36,7 @@ from scaling_cli.store import CURVE_COLUMNS, EVAL_COLUMNS, RunStore
 from scaling_cli.train.compiled import CompileClock, StepCompiler
 from scaling_cli.train.diagnostics import StepDiagnostics
 from scaling_cli.train.evaluate import validation_loss
+from scaling_cli.train.loggers import RunLoggers
 from scaling_cli.train.schedule import lr_multipliers
 
 ModelSource = Union[GPT, Callable[[], GPT]]
@@ -145,6 +146,7 @@ class RunRecorder:
         self.order = BatchOrder(data.train.count, self.cfg.train.batch_size, self.cfg.train.seed)
         self.log = _Log()
         self.start, self.initial_loss, self.elapsed_before, self.eval_seconds = 0, None, 0.0, 0.0
+        self.loggers: RunLoggers | None = None
 
     def resume(self) -> dict | None:
         """The checkpoint to continue from (the run's own, or a WSD branch's point in its stable
@@ -160,6 +162,8 @@ class RunRecorder:
 
     def begin(self, model: ModelSource, val_loss: float | None = None) -> None:
         """Mark the run running and validate the initial model of a fresh run; starts the clock."""
+        if self.cfg.train.loggers:  # trackers start from what the store restored (resume() ran before)
+            self.loggers = RunLoggers(self.spec, self.store, self.cfg.train.loggers, self.log.curve, self.log.evals)
         self.store.set_status(self.spec.run_id, "running", step=self.start, host=socket.gethostname(),
                               pid=os.getpid(), device=str(self.device))
         if self.start == 0:
@@ -195,6 +199,8 @@ class RunRecorder:
                                    "flops": s * spec.batch_size_tokens * spec.flops_per_token,
                                    "lr": float(self.lrs[s - 1]), "loss": float(value), "grad_norm": float(norm),
                                    "tokens_per_s": self.tokens_per_s, "elapsed_s": now - self.t0, **diagnostics(s)})
+        if self.loggers:
+            self.loggers.log_curve(self.log.curve[-len(losses):])
         if self.initial_loss is None:
             self.initial_loss = float(losses[0])
         reason = divergence(losses, self.initial_loss, self.cfg.train.divergence_factor)
@@ -203,7 +209,7 @@ class RunRecorder:
         curve = self.log.write(self.store, spec.run_id)
         finite = curve["loss"][np.isfinite(curve["loss"])]
         self.store.set_status(spec.run_id, "diverged", step=done, reason=reason,
-                              last_finite_loss=float(finite.iloc[-1]) if len(finite) else None)
+                              last_finite_loss=float(finite.iloc[-1]) if len(finite) else None, **self.close())
         self.store.remove(spec.run_id, "checkpoint.pt")
         return "diverged"
 
@@ -233,7 +239,7 @@ class RunRecorder:
             get_model(), self.data.validation, cfg.train, self.device, autocast)
         rows = [{"task": "val", "metric": "loss", "value": value}]
         final = step == self.spec.steps
-        if cfg.eval.tasks and (final or (cfg.eval.interval and step and step % cfg.eval.interval == 0)):
+        if (cfg.eval.tasks or cfg.eval.harness) and (final or (cfg.eval.interval and step and step % cfg.eval.interval == 0)):
             started = time.perf_counter()
             rows += downstream_evals(get_model(), self.data.tokenizer, cfg.eval, self.device, autocast)
             self.eval_seconds += time.perf_counter() - started
@@ -243,6 +249,8 @@ class RunRecorder:
         tokens = step * self.spec.batch_size_tokens
         position = {"step": step, "tokens": tokens, "flops": tokens * self.spec.flops_per_token}
         self.log.evals.extend({**position, **row} for row in rows)
+        if self.loggers:
+            self.loggers.log_evals(self.log.evals[-len(rows):])
         return value
 
     def checkpoint(self, step: int, model_state: dict, optimizer_state: dict, name: str = "checkpoint.pt") -> None:
@@ -252,6 +260,8 @@ class RunRecorder:
                  "initial_loss": self.initial_loss, "elapsed_s": time.perf_counter() - self.t0}
         self.store.write_with(self.spec.run_id, name, lambda f: torch.save(state, f))
         self.store.set_status(self.spec.run_id, "running", step=step, host=socket.gethostname(), pid=os.getpid())
+        if self.loggers:
+            self.loggers.flush()
 
     def finish(self, model: GPT, val_loss: float | None = None, **status) -> str:
         """Final validation, tables, model.pt and status 'done'; the checkpoint goes."""
@@ -261,9 +271,16 @@ class RunRecorder:
         self.store.write_with(spec.run_id, "model.pt", lambda f: torch.save(model.state_dict(), f))
         self.store.set_status(spec.run_id, "done", step=spec.steps, val_loss=final_loss,
                               elapsed_s=time.perf_counter() - self.t0, downstream_eval_s=self.eval_seconds,
-                              device=str(self.device), **status)
+                              device=str(self.device), **status, **self.close())
         self.store.remove(spec.run_id, "checkpoint.pt")
         return "done"
+
+    def close(self) -> dict:
+        """Close the run's trackers (idempotent); {'logger_errors': ...} for status.json if any failed."""
+        if self.loggers is None:
+            return {}
+        self.loggers.close()
+        return {"logger_errors": self.loggers.errors} if self.loggers.errors else {}
 
 
 def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: ProgressHook | None = None) -> str:
@@ -281,6 +298,15 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
     run.begin(model)
+    try:
+        return _train_steps(spec, run, model, optimizer, compiler, progress)
+    finally:
+        run.close()  # an interrupted or crashed run's trackers are rebuilt from the store on resume
+
+
+def _train_steps(spec: RunSpec, run: RunRecorder, model: GPT, optimizer: torch.optim.AdamW,
+                 compiler: StepCompiler | None, progress: ProgressHook | None) -> str:
+    cfg, device = run.cfg, run.device
     pending: list[torch.Tensor] = []  # loss and grad norm of every step since the last flush, on the device
     diagnostics = StepDiagnostics(model, cfg.train.diagnostics_interval,
                                   autocast=lambda: autocast_context(device, cfg.train.precision))

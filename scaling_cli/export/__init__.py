@@ -1,0 +1,1 @@
+"""Proxies out of scaling-cli: transformers checkpoints (hf.py) read from run folders (runs.py)."""
