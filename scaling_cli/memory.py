@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 from scaling_cli.config import ModelConfig
@@ -119,10 +120,13 @@ def record_peak(spec: RunSpec, members: int, peak_bytes: int, device: str = "") 
     entry = records.setdefault(memory_key(spec), {"name": spec.name.split("-")[0], "peaks": []})
     entry["peaks"] = [p for p in entry["peaks"] if p.get("members") != members] + [
         {"members": int(members), "peak_bytes": int(peak_bytes), "device": device}]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(records, indent=1, sort_keys=True))
-    tmp.replace(path)  # atomic: a concurrent reader sees the old file or the new one
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(records, indent=1, sort_keys=True))
+        tmp.replace(path)  # atomic: a concurrent reader sees the old file or the new one
+    except OSError as err:  # a read-only cache costs the measurement, never the pack
+        warnings.warn(f"could not record the pack's memory peak in {path} ({err}); later packs use the estimate")
 
 
 def measured_member_bytes(spec: RunSpec) -> int | None:
