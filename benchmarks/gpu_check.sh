@@ -8,7 +8,8 @@
 # fails or runs out of time is logged with its exit code (124: time limit) and the next one runs:
 #   wheels  25  install the carried wheels into a temporary site
 #   setup   15  print the GPU and versions
-#   tests   50  pytest -m gpu: kernel tests, the custom op under inductor, the pack memory record
+#   tests   50  pytest -m gpu: kernel tests, the custom op under inductor, the pack memory record,
+#               a second process hitting the compile cache
 #   lce     40  kernel benchmark (benchmarks/bench_linear_cross_entropy.py), trimmed to 3 shapes, --profile
 #   packs   85  pack throughput at the issue's shapes (d128/L4, d384/L6; V 32768, seq 1024, 16 seqs/run):
 #               plain nanoGPT-style baseline at batch 64, our compiled solo step, compiled pack of 16/8
@@ -66,7 +67,8 @@ step setup 15 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version -
   '$PY' -c 'import torch, triton; print(\"torch\", torch.__version__, \"triton\", triton.__version__, \"cuda\", torch.version.cuda, torch.cuda.get_device_name())'"
 cat "$OUT/setup.txt" >> "$LOG" && rm -f "$OUT/setup.txt"  # setup's output lives in the log
 
-step tests 50 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_kernels.py tests/test_kernel_op.py tests/test_memory.py
+step tests 50 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_kernels.py tests/test_kernel_op.py tests/test_memory.py \
+  tests/test_compile_cache.py
 
 step lce 40 "$PY" benchmarks/bench_linear_cross_entropy.py --shapes 16x16384x128x32768 16384x256x32768 \
   16384x512x50304 --impls floor,eager,compile,ours,liger,cce --schemes auto --rep 5 --profile
