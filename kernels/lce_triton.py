@@ -65,56 +65,78 @@ def _even_d(args: dict) -> bool:
     return args["D"] % args["BLOCK_D"] == 0
 
 
-def _prune(owned: str):
-    """Drop configs that cannot fit on chip. ``owned`` is the tile kept for the whole loop
-    ('BLOCK_T' or 'BLOCK_V'; '' when both stream in d slices): its [tile, d] operand plus
-    num_stages buffers of the other in shared memory, and for the backward owners a [tile, d] fp32
-    accumulator of at most 128 registers per thread."""
+def _dim_class(dim: int, resident: bool) -> str:
+    if not resident or dim > lce_plan.MAX_RESIDENT_D:
+        return "stream"
+    return "128" if dim <= 128 else "256"
+
+
+def _prune(owned: str, table: list[tuple]):
+    """Keep the configs meant for this d (the tables below), then those whose on-chip tiles fit:
+    the owned [tile, d] operand plus num_stages buffers of the streamed one in shared memory (this
+    matters for fp32 inputs, twice the bytes of the bf16 the tables were checked with). ``owned``:
+    'BLOCK_T' or 'BLOCK_V', the tile a program keeps for its whole loop; '' when all of d streams.
+    ``table``: the kernel's config entries with the d classes each is meant for."""
+    meant_for = {tuple(entry[:4]): set(entry[4].split()) for entry in table}
+
     def prune(configs, named_args, **kwargs):
         dim, elt = named_args["D"], named_args["h_ptr"].element_size()
-        resident = owned and dim <= lce_plan.MAX_RESIDENT_D and kwargs.get("RESIDENT", True)
+        cls = _dim_class(dim, bool(owned) and kwargs.get("RESIDENT", True))
         kept = []
         for cfg in configs:
             bt, bv = cfg.kwargs["BLOCK_T"], cfg.kwargs["BLOCK_V"]
-            if resident:
-                d = _pow2(dim)
-                own, other = (bt, bv) if owned == "BLOCK_T" else (bv, bt)
-                smem = (own + cfg.num_stages * other) * d * elt
-                regs = own * d // (32 * cfg.num_warps) if "ATOMIC" in kwargs or "ATOMIC_DH" in kwargs else 0
+            if cls not in meant_for[(bt, bv, cfg.num_warps, cfg.num_stages)]:
+                continue
+            if cls == "stream":
+                smem = cfg.num_stages * (bt + bv) * STREAM_BLOCK_D * elt
             else:
-                smem, regs = cfg.num_stages * (bt + bv) * STREAM_BLOCK_D * elt, 0
-            if smem <= _SMEM_BYTES and regs <= 128:
+                own, other = (bt, bv) if owned == "BLOCK_T" else (bv, bt)
+                smem = (own + cfg.num_stages * other) * _pow2(dim) * elt
+            if smem <= _SMEM_BYTES:
                 kept.append(cfg)
-        return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_T"] * c.kwargs["BLOCK_V"])]
+        if elt == 4 or not kept:
+            # fp32 inputs are the exactness path (tests), not the fast one: a true-fp32 dot does not
+            # use tensor cores, and unrolled it compiles for minutes per config, so one small config
+            return [min(kept or configs, key=lambda c: c.kwargs["BLOCK_T"] * c.kwargs["BLOCK_V"] * c.num_stages)]
+        return kept
     return prune
 
 
 def _configs(entries) -> list[triton.Config]:
-    return [triton.Config({"BLOCK_T": bt, "BLOCK_V": bv}, num_warps=w, num_stages=s) for bt, bv, w, s in entries]
+    return [triton.Config({"BLOCK_T": bt, "BLOCK_V": bv}, num_warps=w, num_stages=s) for bt, bv, w, s, _ in entries]
 
 
-# (BLOCK_T, BLOCK_V, num_warps, num_stages); few per kernel, so that tuning a new bucket (and the
-# benchmark, which tunes every scheme) takes seconds, not minutes.
-_FWD_CONFIGS = [(128, 128, 8, 3), (128, 64, 4, 4), (64, 128, 4, 4), (128, 256, 8, 2)]
-_DH_CONFIGS = [(128, 64, 8, 3), (64, 128, 4, 3), (64, 64, 4, 4)]
-_DW_CONFIGS = [(64, 128, 8, 3), (128, 64, 4, 3), (64, 64, 4, 4)]
-_G_CONFIGS = [(128, 128, 4, 4), (128, 256, 8, 3), (64, 128, 4, 4)]
+# (BLOCK_T, BLOCK_V, num_warps, num_stages, d classes): '128' = resident d <= 128, '256' = resident
+# d <= 256, 'stream' = d sliced by STREAM_BLOCK_D. Picked with benchmarks/compile_lce_sm90.py: each
+# compiles for sm_90 in bf16 without register spills and within 227 KiB of shared memory for its
+# classes. Few per kernel, so tuning a new bucket takes seconds. Which is fastest is the
+# autotuner's call on the GPU: these are candidates, not measurements. The smallest configs are
+# there for fp32 inputs, whose tiles take twice the shared memory.
+_FWD_CONFIGS = [(128, 128, 8, 3, "128 stream"), (128, 64, 8, 3, "128 256"), (64, 128, 4, 3, "128 stream"),
+                (128, 256, 8, 2, "128 stream"), (64, 64, 4, 3, "256"), (128, 64, 8, 4, "256"),
+                (64, 32, 4, 2, "128 256")]
+_DH_CONFIGS = [(128, 64, 8, 3, "128 256"), (128, 128, 8, 2, "128"), (64, 64, 4, 3, "128 256"), (128, 32, 8, 3, "256"),
+               (64, 32, 4, 2, "128 256")]
+# the vocab owner keeps [BLOCK_V, d] of W and of dW (fused: also a [BLOCK_T, d] dH share) on chip
+_DW_CONFIGS = [(64, 128, 8, 3, "128"), (64, 64, 8, 3, "128 256"), (32, 64, 8, 3, "128 256"), (32, 128, 8, 3, "128"),
+               (64, 32, 4, 2, "128")]
+_G_CONFIGS = [(128, 256, 8, 3, "stream"), (64, 128, 4, 4, "stream"), (128, 128, 8, 4, "stream")]
 _KEY = ["D", "TOK_BUCKET", "VOC_BUCKET", "HAS_SOFTCAP"]
 
 if INTERPRET:
     _fwd, _dh, _dw, _g_tile = _fwd_kernel, _dh_kernel, _dw_kernel, _g_tile_kernel
 else:  # pragma: no cover - needs a GPU
     _fwd = triton.autotune(_configs(_FWD_CONFIGS), key=_KEY + ["RESIDENT", "SINGLE_SPLIT"],
-                           prune_configs_by={"early_config_prune": _prune("BLOCK_T")})(
+                           prune_configs_by={"early_config_prune": _prune("BLOCK_T", _FWD_CONFIGS)})(
         triton.heuristics({"BLOCK_D": _block_d, "EVEN_D": _even_d})(_fwd_kernel))
     # kernels that add into their outputs get them zeroed (or restored) around each tried config
     _dh = triton.autotune(_configs(_DH_CONFIGS), key=_KEY + ["ATOMIC"], reset_to_zero=["dh_ptr"],
-                          prune_configs_by={"early_config_prune": _prune("BLOCK_T")})(
+                          prune_configs_by={"early_config_prune": _prune("BLOCK_T", _DH_CONFIGS)})(
         triton.heuristics({"BLOCK_D": _block_d, "EVEN_D": _even_d})(_dh_kernel))
     _dw = triton.autotune(_configs(_DW_CONFIGS), key=_KEY + ["ATOMIC_DH", "ACCUMULATE"], reset_to_zero=["dh_ptr"],
-                          restore_value=["dw_ptr"], prune_configs_by={"early_config_prune": _prune("BLOCK_V")})(
+                          restore_value=["dw_ptr"], prune_configs_by={"early_config_prune": _prune("BLOCK_V", _DW_CONFIGS)})(
         triton.heuristics({"BLOCK_D": _block_d, "EVEN_D": _even_d})(_dw_kernel))
-    _g_tile = triton.autotune(_configs(_G_CONFIGS), key=_KEY, prune_configs_by={"early_config_prune": _prune("")})(
+    _g_tile = triton.autotune(_configs(_G_CONFIGS), key=_KEY, prune_configs_by={"early_config_prune": _prune("", _G_CONFIGS)})(
         triton.heuristics({"BLOCK_D": lambda args: STREAM_BLOCK_D, "EVEN_D": _even_d})(_g_tile_kernel))
 
 
