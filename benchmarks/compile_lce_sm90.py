@@ -55,6 +55,16 @@ def _signature(fn, dtype: str, constexprs: dict, fp32_ptrs=()) -> tuple[dict, di
     return sig, attrs
 
 
+def occupancy(regs: int, warps: int, smem: int) -> int:
+    """Blocks per SM that registers (64K per SM, allocated per warp in units of 256) and shared
+    memory (228 KiB per SM) allow. On Hopper, Triton waits for each wgmma right after issuing it,
+    so a kernel's exponentials overlap tensor-core work only across co-resident blocks."""
+    per_warp = -(-regs * 32 // 256) * 256
+    by_regs = 65536 // (per_warp * warps)
+    by_smem = (228 << 10) // max(smem + 1024, 1)
+    return min(by_regs, by_smem, 32)
+
+
 def _resources(cubin: bytes) -> tuple[int, int]:
     """(registers per thread, local-memory bytes per thread: spills and stack) from cuobjdump."""
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
@@ -119,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     target = GPUTarget("cuda", args.arch, 32)
     print(f"triton {triton.__version__}, target sm_{args.arch}, {args.dtype}")
     print(f"{'kernel':>6} {'variant':>26} {'BT':>4} {'BV':>4} {'warps':>5} {'stages':>6} {'regs':>5} {'local B':>8} "
-          f"{'smem KiB':>9}  note")
+          f"{'smem KiB':>9} {'CTAs':>5}  note")
     failures = 0
     for name, fn, label, constexprs, configs, fp32_ptrs in variants(args.dtype):
         for bt, bv, warps, stages in configs:
@@ -132,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 smem = compiled.metadata.shared
                 note = "over smem" if smem > SMEM_LIMIT else ""
                 print(f"{name:>6} {label:>26} {bt:>4} {bv:>4} {warps:>5} {stages:>6} {regs:>5} {spills:>8} "
-                      f"{smem / 1024:9.1f}  {note}", flush=True)
+                      f"{smem / 1024:9.1f} {occupancy(regs, warps, smem):>5}  {note}", flush=True)
             except Exception as err:  # noqa: BLE001 - report and go on
                 failures += 1
                 print(f"{name:>6} {label:>26} {bt:>4} {bv:>4} {warps:>5} {stages:>6} failed: "

@@ -109,17 +109,19 @@ def _configs(entries) -> list[triton.Config]:
 # (BLOCK_T, BLOCK_V, num_warps, num_stages, d classes): '128' = resident d <= 128, '256' = resident
 # d <= 256, 'stream' = d sliced by STREAM_BLOCK_D. Picked with benchmarks/compile_lce_sm90.py: each
 # compiles for sm_90 in bf16 without register spills and within 227 KiB of shared memory for its
-# classes. Few per kernel, so tuning a new bucket takes seconds. Which is fastest is the
+# classes; some are there because they leave room for 2-3 blocks per SM, which is how a block's
+# exponentials overlap another's tensor-core work (Triton waits for each wgmma right after issuing
+# it). Few per kernel, so tuning a new bucket takes seconds. Which is fastest is the
 # autotuner's call on the GPU: these are candidates, not measurements. The smallest configs are
 # there for fp32 inputs, whose tiles take twice the shared memory.
 _FWD_CONFIGS = [(128, 128, 8, 3, "128 stream"), (128, 64, 8, 3, "128 256"), (64, 128, 4, 3, "128 stream"),
-                (128, 256, 8, 2, "128 stream"), (64, 64, 4, 3, "256"), (128, 64, 8, 4, "256"),
+                (128, 256, 8, 2, "128 stream"), (64, 64, 4, 3, "128 256"), (128, 64, 8, 4, "256"),
                 (64, 32, 4, 2, "128 256")]
 _DH_CONFIGS = [(128, 64, 8, 3, "128 256"), (128, 128, 8, 2, "128"), (64, 64, 4, 3, "128 256"), (128, 32, 8, 3, "256"),
                (64, 32, 4, 2, "128 256")]
 # the vocab owner keeps [BLOCK_V, d] of W and of dW (fused: also a [BLOCK_T, d] dH share) on chip
 _DW_CONFIGS = [(64, 128, 8, 3, "128"), (64, 64, 8, 3, "128 256"), (32, 64, 8, 3, "128 256"), (32, 128, 8, 3, "128"),
-               (64, 32, 4, 2, "128")]
+               (32, 64, 4, 3, "128"), (64, 32, 4, 2, "128")]
 _G_CONFIGS = [(128, 256, 8, 3, "stream"), (64, 128, 4, 4, "stream"), (128, 128, 8, 4, "stream")]
 _KEY = ["D", "TOK_BUCKET", "VOC_BUCKET", "HAS_SOFTCAP"]
 
