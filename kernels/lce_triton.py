@@ -8,7 +8,7 @@ without ever materialising the (tokens x vocab) logits:
 * ``lse_forward``: one launch of ``_fwd_kernel`` (token tiles x vocab splits x heads) writes lse
   (or per-split partials merged here) and the target logit (gather-dot, split 0 only).
 * ``grads``: the backward scheme of ``lce_plan.plan_backward``: 'fused' (one vocab-owner launch
-  per token chunk, dH through fp32 atomics), 'owners' (a token-owner dH launch and a vocab-owner
+  per group of heads or token chunk, dH through fp32 atomics), 'owners' (a token-owner dH launch and a vocab-owner
   dW launch) or 'supertile' (G buffer + cuBLAS, see ``_grads_supertile``).
 
 Autotuning and memory. Configs are benchmarked the first time a kernel sees a key: (d, token
@@ -20,7 +20,8 @@ run will use, before the step whose memory is measured or planned, so none of th
 Under ``TRITON_INTERPRET=1`` (CPU tests) nothing is autotuned: small fixed tiles run instead.
 
 Tile configs below are ASSUMPTIONS AWAITING AN H100: sizes that suit wgmma (128-wide M tiles,
-64-256 wide N) with 2-4 pipeline stages, pruned by a shared-memory estimate.
+64-256 wide N) with 2-4 pipeline stages, listed per d class below and checked for sm_90 by
+benchmarks/compile_lce_sm90.py (no spills, shared memory within the SM).
 """
 
 from __future__ import annotations
@@ -229,21 +230,26 @@ def _grads_fused(plan: BackwardPlan, h, w, y, lse, dlse, dtgt, softcap):
     vocab = w.shape[1]
     strides, flags = _common(h, w, softcap)
     low_precision = h.dtype != torch.float32
-    # fp32 inputs: atomics land in dH itself; bf16: in an fp32 buffer of one token chunk
+    # fp32 inputs: atomics land in dH itself; bf16: in an fp32 buffer for one launch's heads and tokens
     dh = torch.zeros_like(h) if not low_precision else torch.empty_like(h)
-    dh_buf = torch.empty((heads, plan.token_chunk, dim), dtype=torch.float32, device=h.device) if low_precision else dh
+    dh_buf = torch.empty((plan.head_group, plan.token_chunk, dim), dtype=torch.float32, device=h.device) \
+        if low_precision else dh
     dw = torch.empty_like(w)
     dw_acc = torch.empty(w.shape, dtype=torch.float32, device=w.device) if plan.dw_fp32_acc else dw
-    grid = lambda meta: (triton.cdiv(vocab, meta["BLOCK_V"]), heads)  # noqa: E731
-    for t0 in range(0, tokens, plan.token_chunk):
-        t1 = min(t0 + plan.token_chunk, tokens)
-        if low_precision:
-            dh_buf[:, : t1 - t0].zero_()
-        _dw[grid](h, w, y, lse, dlse, dtgt, dw_acc, dh_buf, tokens, vocab, dim, t0, t1, t0 if low_precision else 0,
-                  *strides, dw_acc.stride(0), dw_acc.stride(1), dh_buf.stride(0), dh_buf.stride(1), softcap,
-                  plan.tok_bucket, plan.voc_bucket, ATOMIC_DH=True, ACCUMULATE=t0 > 0, **flags)
-        if low_precision:
-            dh[:, t0:t1] = dh_buf[:, : t1 - t0]
+    for k0 in range(0, heads, plan.head_group):
+        k1 = min(k0 + plan.head_group, heads)
+        grid = lambda meta: (triton.cdiv(vocab, meta["BLOCK_V"]), k1 - k0)  # noqa: E731
+        for t0 in range(0, tokens, plan.token_chunk):
+            t1 = min(t0 + plan.token_chunk, tokens)
+            buf = dh_buf[: k1 - k0, : t1 - t0] if low_precision else None
+            if buf is not None:
+                buf.zero_()
+            _dw[grid](h, w, y, lse, dlse, dtgt, dw_acc, dh_buf, tokens, vocab, dim, t0, t1,
+                      t0 if low_precision else 0, k0, *strides, dw_acc.stride(0), dw_acc.stride(1),
+                      dh_buf.stride(0), dh_buf.stride(1), softcap, plan.tok_bucket, plan.voc_bucket,
+                      ATOMIC_DH=True, ACCUMULATE=t0 > 0, **flags)
+            if buf is not None:
+                dh[k0:k1, t0:t1] = buf
     if dw_acc is not dw:
         dw.copy_(dw_acc)
     return dh, dw
@@ -265,7 +271,7 @@ def _grads_owners(plan: BackwardPlan, h, w, y, lse, dlse, dtgt, softcap):
     dw = torch.empty_like(w)
     unused = torch.empty(1, dtype=torch.float32, device=h.device)  # dh_ptr: no atomics, and not dH (autotune zeroes it)
     grid_v = lambda meta: (triton.cdiv(vocab, meta["BLOCK_V"]), heads)  # noqa: E731
-    _dw[grid_v](h, w, y, lse, dlse, dtgt, dw, unused, tokens, vocab, dim, 0, tokens, 0, *strides,
+    _dw[grid_v](h, w, y, lse, dlse, dtgt, dw, unused, tokens, vocab, dim, 0, tokens, 0, 0, *strides,
                 dw.stride(0), dw.stride(1), 0, 0, softcap, plan.tok_bucket, plan.voc_bucket,
                 ATOMIC_DH=False, ACCUMULATE=False, **flags)
     return dh, dw
