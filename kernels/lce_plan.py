@@ -32,7 +32,8 @@ d <= MAX_RESIDENT_D only; asked for at a larger d they fall back to ``supertile`
 
 Defaults are ASSUMPTIONS AWAITING AN H100 (nothing here has been timed): ``fused`` at
 d <= MAX_RESIDENT_D (the G round trip dominates the supertile scheme there: at d = 128 reading G
-costs more than the GEMM that reads it), ``supertile`` above. The SCALING_KERNELS_LCE_BWD
+costs more than the GEMM that reads it), ``supertile`` above it and for vocabularies too small to
+give every SM a vocab tile. The SCALING_KERNELS_LCE_BWD
 environment variable (or the ``scheme`` argument of linear_cross_entropy) overrides the choice,
 so benchmarks/bench_linear_cross_entropy.py can time every scheme side by side.
 """
@@ -137,9 +138,13 @@ def scheme_override(requested: str, env: dict | None = None) -> str:
     return requested
 
 
-def default_scheme(dim: int) -> str:
-    """Assumption awaiting the H100 (see the module docstring)."""
-    return "fused" if dim <= MAX_RESIDENT_D else "supertile"
+def default_scheme(heads: int, dim: int, vocab: int, sms: int) -> str:
+    """Assumption awaiting the H100 (see the module docstring). The fused kernel's parallelism is
+    its vocab tiles (K * V / 64 of them at most); with fewer than one per SM (a small vocabulary)
+    the GPU would idle, and cuBLAS's token-parallel GEMMs serve better."""
+    if dim > MAX_RESIDENT_D or heads * _cdiv(vocab, 64) < sms:
+        return "supertile"
+    return "fused"
 
 
 def plan_backward(heads: int, tokens: int, dim: int, vocab: int, elt: int, sms: int, scheme: str = "auto",
@@ -149,7 +154,7 @@ def plan_backward(heads: int, tokens: int, dim: int, vocab: int, elt: int, sms: 
     straight into their fp32 gradients, so they need no fp32 buffers and no chunks."""
     scheme = scheme_override(scheme, env)
     if scheme == "auto":
-        scheme = default_scheme(dim)
+        scheme = default_scheme(heads, dim, vocab, sms)
     if scheme in ("owners", "fused") and dim > MAX_RESIDENT_D:
         scheme = "supertile"
     low_precision = elt < 4

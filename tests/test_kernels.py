@@ -405,6 +405,8 @@ def test_plan_forward_splits_fill_the_gpu_only_when_tokens_do_not():
 def test_plan_backward_scheme_choice_override_and_fallback():
     auto = {d: lce_plan.plan_backward(1, 16384, d, 50304, 2, H100_SMS).scheme for d in (128, 256, 512, 768, 2304)}
     assert auto == {128: "fused", 256: "fused", 512: "supertile", 768: "supertile", 2304: "supertile"}
+    assert lce_plan.plan_backward(1, 16384, 128, 2048, 2, H100_SMS).scheme == "supertile"  # 32 vocab tiles
+    assert lce_plan.plan_backward(8, 16384, 128, 2048, 2, H100_SMS).scheme == "fused"  # a pack has K x 32
     env = {lce_plan.ENV_SCHEME: "owners"}
     assert lce_plan.plan_backward(1, 16384, 128, 32768, 2, H100_SMS, env=env).scheme == "owners"
     assert lce_plan.plan_backward(1, 16384, 128, 32768, 2, H100_SMS, "supertile", env=env).scheme == "supertile"
