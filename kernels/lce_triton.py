@@ -137,9 +137,11 @@ else:  # pragma: no cover - needs a GPU
                           prune_configs_by={"early_config_prune": _prune("BLOCK_T", _DH_CONFIGS)})(
         triton.heuristics({"BLOCK_D": _block_d, "EVEN_D": _even_d})(_dh_kernel))
     _dw = triton.autotune(_configs(_DW_CONFIGS), key=_KEY + ["ATOMIC_DH", "ACCUMULATE"], reset_to_zero=["dh_ptr"],
-                          restore_value=["dw_ptr"], prune_configs_by={"early_config_prune": _prune("BLOCK_V", _DW_CONFIGS)})(
+                          restore_value=["dw_ptr"],
+                          prune_configs_by={"early_config_prune": _prune("BLOCK_V", _DW_CONFIGS)})(
         triton.heuristics({"BLOCK_D": _block_d, "EVEN_D": _even_d})(_dw_kernel))
-    _g_tile = triton.autotune(_configs(_G_CONFIGS), key=_KEY, prune_configs_by={"early_config_prune": _prune("", _G_CONFIGS)})(
+    _g_tile = triton.autotune(_configs(_G_CONFIGS), key=_KEY,
+                              prune_configs_by={"early_config_prune": _prune("", _G_CONFIGS)})(
         triton.heuristics({"BLOCK_D": lambda args: STREAM_BLOCK_D, "EVEN_D": _even_d})(_g_tile_kernel))
 
 
@@ -167,7 +169,9 @@ def _sms(device_index: int | None) -> int:
 
 
 def _num_sms(device: torch.device) -> int:
-    return _INTERPRET_SMS if INTERPRET else _sms(device.index if device.index is not None else torch.cuda.current_device())
+    if INTERPRET:
+        return _INTERPRET_SMS
+    return _sms(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def _split_args() -> dict:
@@ -333,7 +337,8 @@ def _grads_supertile(plan: BackwardPlan, h, w, y, lse, dlse, dtgt, softcap):
         for v0 in range(0, vocab, vc):
             v1 = min(v0 + vc, vocab)
             g_tile = g_buf[:, : t1 - t0, : v1 - v0]
-            grid = lambda m: (triton.cdiv(v1 - v0, m["BLOCK_V"]), triton.cdiv(t1 - t0, m["BLOCK_T"]), heads)  # noqa: E731
+            grid = lambda m: (triton.cdiv(v1 - v0, m["BLOCK_V"]),  # noqa: E731
+                              triton.cdiv(t1 - t0, m["BLOCK_T"]), heads)
             _g_tile[grid](h, w, y, lse, dlse, dtgt, g_buf, tokens, t0, t1, v0, v1, dim, h.stride(0), h.stride(1),
                           w.stride(0), w.stride(1), g_buf.stride(0), g_buf.stride(1), softcap,
                           plan.tok_bucket, plan.voc_bucket, **meta)
