@@ -1,22 +1,30 @@
-"""Benchmark fused linear + cross-entropy (forward + backward) against its peers.
+"""Benchmark the fused linear + cross-entropy (forward + backward) against its peers, on one GPU.
 
-    python benchmarks/bench_linear_cross_entropy.py                 # all default shapes
-    python benchmarks/bench_linear_cross_entropy.py --shapes 8192x256x32768 --impls floor,ours
+    python benchmarks/bench_linear_cross_entropy.py                       # default shapes, all rows
+    python benchmarks/bench_linear_cross_entropy.py --profile             # + forward/backward split
+    python benchmarks/bench_linear_cross_entropy.py --shapes 16x16384x128x32768 --impls floor,ours \\
+        --schemes fused,owners
 
-For each (tokens T, hidden d, vocab V) it prints the median fwd+bwd time and
-the peak memory of every implementation, measured side by side in one
-process on one GPU, with ratios to the "3-matmul floor": the bf16 logits
-GEMM plus the two gradient GEMMs (dH = G W, dW = G^T H) and nothing else.
-The issue's target for ``ours`` is <= 1.4x the floor in time and <= 64 MiB of
-extra memory.
+Shapes are KxTxDxV (K heads of T tokens, through ``linear_cross_entropy_heads``: a pack) or
+TxDxV (one head). Rows per shape, measured side by side in one process:
 
-Memory columns (MiB): ``peak-in`` is torch.cuda.max_memory_allocated minus
-the inputs (hidden, weight, targets); ``extra`` additionally subtracts the two
-gradients (hidden.grad, weight.grad), which every implementation must return.
+* ``floor``: the three bf16 GEMMs alone (logits, dH = G W, dW = G^T H), the issue's 3-matmul floor;
+* ``eager`` / ``compile``: logits, then F.cross_entropy in fp32 (torch.compile'd for the second);
+* ``ours:SCHEME``: scaling_kernels with each backward scheme (``lce_plan``); the label shows the
+  scheme that ran when the asked one does not apply at this d (``fused>supertile``);
+* ``liger`` / ``cce``: Liger-Kernel's fused linear CE and Apple's cut-cross-entropy, when
+  installed (pip install liger-kernel cut-cross-entropy); per head in a loop for packs.
 
-Peers run when importable: Liger-Kernel's LigerFusedLinearCrossEntropyLoss
-(pip install liger-kernel) and Apple's cut_cross_entropy.linear_cross_entropy
-(pip install cut-cross-entropy). Needs CUDA; it is not a test.
+Columns: median ms of fwd+bwd over --rep runs; x floor; extra MiB = peak allocated beyond the
+inputs and the two gradients, in a run after warm-up (our kernels are autotuned beforehand by
+prepare_linear_cross_entropy, so tuning's buffers are excluded); loss, dH and dW error relative to
+an fp32 reference (our chunked PyTorch reference on fp32 copies of the same bf16 inputs), as
+|a - b| / |b| for the loss and ||a - b|| / ||b|| (Frobenius) for the gradients. A failing row
+prints its error and the run goes on. --profile adds, for ours, fwd and bwd ms (CUDA events) and
+the heaviest kernels (torch.profiler). The loss is the mean over tokens per head, summed over heads.
+
+Needs CUDA (``--help`` works anywhere). Budget: the defaults take a few minutes on an H100, most
+of it compiling (torch.compile and our autotuning); trim with --impls / --schemes / --shapes.
 """
 
 from __future__ import annotations
@@ -24,160 +32,323 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
+import traceback
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-DEFAULT_SHAPES = [
-    (4096, 128, 2048), (8192, 256, 32768),  # proxy shapes
-    (16384, 256, 32768), (16384, 512, 50304), (32768, 768, 50304), (8192, 2304, 256000),
-]
-IMPLS = ("floor", "eager", "compile", "ours", "liger", "cce")
+# (K, T, d, V): the issue's four shapes, the pack of 16 d128 proxies, and one d128 proxy
+DEFAULT_SHAPES = [(1, 16384, 256, 32768), (1, 16384, 512, 50304), (1, 32768, 768, 50304), (1, 8192, 2304, 256000),
+                  (16, 16384, 128, 32768), (1, 16384, 128, 32768)]
+PEERS = ("floor", "eager", "compile", "ours", "liger", "cce")
+DEVICE = "cuda"
+SCHEMES = ("fused", "owners", "supertile")
 MIB = 2**20
 
+Fn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
-def _parse_shape(text: str) -> tuple[int, int, int]:
+
+def parse_shape(text: str) -> tuple[int, int, int, int]:
     try:
-        t, d, v = (int(x) for x in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"shape must look like 16384x512x50304, got {text!r}") from exc
-    return t, d, v
+        parts = [int(x) for x in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (3, 4) or min(parts, default=0) <= 0:
+        raise argparse.ArgumentTypeError(f"shape must look like 16384x512x50304 or 16x16384x128x32768, got {text!r}")
+    return tuple(parts) if len(parts) == 4 else (1, *parts)  # type: ignore[return-value]
 
+
+def _label(shape: tuple[int, int, int, int]) -> str:
+    k, t, d, v = shape
+    return f"{t}x{d}x{v}" if k == 1 else f"{k}x({t},{d},{v})"
+
+
+# ------------------------------------------------------------------------- implementations
 
 def _eager_loss(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy((h @ w.T).float(), y)
+    """Per-head mean CE summed over heads; h [K, T, d], w [K, V, d], y [K, T]."""
+    logits = torch.bmm(h, w.transpose(1, 2))
+    return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum") / h.shape[1]
 
 
-def _make_impls(names: list[str]) -> dict[str, Callable | None]:
-    """name -> fn(h, w, y) that runs forward + backward; None when unavailable."""
-    impls: dict[str, Callable | None] = {}
-    for name in names:
-        fn: Callable | None = None
-        if name == "floor":
-            def fn(h, w, y):  # the three GEMMs only; logits stand in for their own gradient
-                logits = h.detach() @ w.detach().T
-                logits @ w.detach()
-                logits.T @ h.detach()
-        elif name == "eager":
-            def fn(h, w, y):
-                _eager_loss(h, w, y).backward()
-        elif name == "compile":
-            compiled = torch.compile(_eager_loss)
-
-            def fn(h, w, y):
-                compiled(h, w, y).backward()
-        elif name == "ours":
-            from scaling_kernels import linear_cross_entropy
-
-            def fn(h, w, y):
-                linear_cross_entropy(h, w, y, impl="triton").backward()
-        elif name == "liger":
-            try:
-                from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
-            except ImportError:
-                fn = None
-            else:
-                liger = LigerFusedLinearCrossEntropyLoss()
-
-                def fn(h, w, y):
-                    liger(w, h, y).backward()
-        elif name == "cce":
-            try:
-                from cut_cross_entropy import linear_cross_entropy as cce_lce
-            except ImportError:
-                fn = None
-            else:
-                def fn(h, w, y):
-                    cce_lce(h, w, y).backward()
-        impls[name] = fn
-    return impls
+def _floor(h, w, y):
+    hd, wd = h.detach(), w.detach()
+    logits = torch.bmm(hd, wd.transpose(1, 2))  # stands in for its own gradient G
+    torch.bmm(logits, wd)
+    torch.bmm(logits.transpose(1, 2), hd)
+    return logits.new_zeros(())
 
 
-def _measure(fn: Callable, h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, warmup: int,
-             rep: int) -> tuple[float, float, float]:
-    """(median ms, peak-minus-inputs MiB, extra-beyond-grads MiB)."""
-    def step():
-        h.grad = None
-        w.grad = None
+def make_fn(name: str, scheme: str | None = None) -> Fn | None:
+    """A peer's fn(h, w, y) -> loss, having run the backward; None when its package is not installed.
+    (Ours, one per backward scheme, comes from ``_ours_fn``.)"""
+    if name == "floor":
+        return _floor
+    if name == "eager":
+        def fn(h, w, y):
+            loss = _eager_loss(h, w, y)
+            loss.backward()
+            return loss
+        return fn
+    if name == "compile":
+        compiled = torch.compile(_eager_loss)
+
+        def fn(h, w, y):
+            loss = compiled(h, w, y)
+            loss.backward()
+            return loss
+        return fn
+    if name == "liger":
+        try:
+            from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+        except ImportError:
+            return None
+        liger = LigerFusedLinearCrossEntropyLoss()
+
+        def fn(h, w, y):
+            loss = sum(liger(w[k], h[k], y[k]) for k in range(h.shape[0]))
+            loss.backward()
+            return loss
+        return fn
+    if name == "cce":
+        try:
+            from cut_cross_entropy import linear_cross_entropy as cce
+        except ImportError:
+            return None
+
+        def fn(h, w, y):
+            loss = sum(cce(h[k], w[k], y[k]) for k in range(h.shape[0]))
+            loss.backward()
+            return loss
+        return fn
+    raise ValueError(name)
+
+
+# ------------------------------------------------------------------------------- measuring
+
+def _clear(*tensors: torch.Tensor) -> None:
+    for t in tensors:
+        t.grad = None
+
+
+def time_ms(fn: Fn, h, w, y, warmup: int, rep: int) -> float:
+    for _ in range(warmup):  # compilation, autotuning, allocator warm-up
+        _clear(h, w)
         fn(h, w, y)
-
-    for _ in range(warmup):  # also triggers autotuning / compilation
-        step()
     torch.cuda.synchronize()
     times = []
     for _ in range(rep):
-        h.grad = None
-        w.grad = None
+        _clear(h, w)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         fn(h, w, y)
         end.record()
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end))
-    h.grad = None
-    w.grad = None
+    return statistics.median(times)
+
+
+def extra_mib(fn: Fn, h, w, y) -> tuple[float, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(peak beyond inputs and gradients, loss, dH, dW) of one run after warm-up."""
+    _clear(h, w)
     torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    base = torch.cuda.memory_allocated()  # the inputs (grads were freed above)
+    base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
-    fn(h, w, y)
+    loss = fn(h, w, y)
     torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() - base
     grads = sum(t.grad.nbytes for t in (h, w) if t.grad is not None)
-    return statistics.median(times), peak / MIB, (peak - grads) / MIB
+    extra = max(0, torch.cuda.max_memory_allocated() - base - grads)
+    return extra / MIB, loss.detach().float(), h.grad, w.grad
+
+
+def reference(h, w, y) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fp32 loss and gradients of the same bf16 inputs (chunked, so any default shape fits)."""
+    from scaling_kernels import lce_reference, linear_cross_entropy_heads
+
+    saved = lce_reference.CHUNK_BYTES
+    lce_reference.CHUNK_BYTES = 1 << 30  # fewer, larger chunks: fine on a GPU, much faster
+    try:
+        h32 = h.detach().float().requires_grad_()
+        w32 = w.detach().float().requires_grad_()
+        loss = linear_cross_entropy_heads(h32, w32, y, impl="torch").sum()
+        loss.backward()
+    finally:
+        lce_reference.CHUNK_BYTES = saved
+    return loss.detach(), h32.grad, w32.grad
+
+
+def rel_err(a: torch.Tensor | None, b: torch.Tensor) -> str:
+    if a is None:
+        return "-"
+    a = a.float().reshape(b.shape)
+    return f"{((a - b).norm() / b.norm().clamp(min=1e-30)).item():.2e}"
+
+
+def profile_ours(fn: Fn, h, w, y, reps: int = 3, top: int = 8) -> None:
+    """Print forward and backward ms (CUDA events), then the heaviest kernels per fwd+bwd
+    (torch.profiler), for one of our rows."""
+    fwd_ms, bwd_ms = [], []
+    for _ in range(reps):
+        _clear(h, w)
+        e0, e1, e2 = (torch.cuda.Event(enable_timing=True) for _ in range(3))
+        e0.record()
+        loss = fn.forward_only(h, w, y)  # type: ignore[attr-defined]
+        e1.record()
+        loss.backward()
+        e2.record()
+        torch.cuda.synchronize()
+        fwd_ms.append(e0.elapsed_time(e1))
+        bwd_ms.append(e1.elapsed_time(e2))
+    print(f"      forward {statistics.median(fwd_ms):.3f} ms, backward {statistics.median(bwd_ms):.3f} ms", flush=True)
+    from torch.profiler import ProfilerActivity, profile
+
+    def device_us(event) -> float:
+        return getattr(event, "device_time_total", 0) or getattr(event, "cuda_time_total", 0)
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            _clear(h, w)
+            fn(h, w, y)
+        torch.cuda.synchronize()
+    events = sorted((e for e in prof.key_averages() if device_us(e) > 0), key=lambda e: -device_us(e))
+    for e in events[:top]:
+        print(f"      {device_us(e) / 1000 / reps:8.3f} ms/step {e.count / reps:6.1f} calls  {e.key[:90]}", flush=True)
+
+
+# ------------------------------------------------------------------------------------ main
+
+def _ours_fn(scheme: str) -> Fn:
+    from scaling_kernels import linear_cross_entropy, linear_cross_entropy_heads
+
+    def forward_only(h, w, y):
+        if h.shape[0] == 1:
+            return linear_cross_entropy(h[0], w[0], y[0], impl="triton", scheme=scheme)
+        return linear_cross_entropy_heads(h, w, y, impl="triton", scheme=scheme).sum()
+
+    def fn(h, w, y):
+        loss = forward_only(h, w, y)
+        loss.backward()
+        return loss
+
+    fn.forward_only = forward_only  # type: ignore[attr-defined]
+    return fn
+
+
+def _plan_note(shape, scheme: str, dtype: torch.dtype) -> tuple[str, str]:
+    """(label of the scheme that runs, a short plan description)."""
+    from scaling_kernels import lce_plan
+
+    k, t, d, v = shape
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    elt = torch.empty((), dtype=dtype).element_size()
+    fwd = lce_plan.plan_forward(k, t, d, v, sms)
+    bwd = lce_plan.plan_backward(k, t, d, v, elt, sms, scheme)
+    label = scheme if bwd.scheme == scheme else f"{scheme}>{bwd.scheme}"
+    ws = lce_plan.workspace_bytes(fwd, bwd, k, t, d, v, elt) / MIB
+    note = (f"fwd splits {fwd.n_split} {'resident' if fwd.resident else 'stream'}; bwd {bwd.scheme} "
+            f"heads/launch {bwd.head_group} chunk {bwd.token_chunk}x{bwd.vocab_chunk} dh_splits {bwd.dh_splits}; "
+            f"planned workspace {ws:.1f} MiB")
+    return label, note
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", nargs="+", type=_parse_shape, default=DEFAULT_SHAPES,
-                        help="TxDxV triples (default: the issue's six shapes)")
-    parser.add_argument("--impls", default=",".join(IMPLS),
-                        help=f"comma-separated subset of {','.join(IMPLS)}")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", nargs="+", type=parse_shape, default=DEFAULT_SHAPES,
+                        help="KxTxDxV or TxDxV (default: the issue's four shapes, the 16-head pack, a d128 head)")
+    parser.add_argument("--impls", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}")
+    parser.add_argument("--schemes", default=",".join(SCHEMES),
+                        help=f"backward schemes of ours to time, subset of {','.join(SCHEMES)} or 'auto'")
     parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed runs (autotune, compile)")
-    parser.add_argument("--rep", type=int, default=10, help="timed runs; the median is reported")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs per row (compilation, autotuning)")
+    parser.add_argument("--rep", type=int, default=10, help="timed runs per row; the median is reported")
+    parser.add_argument("--profile", action="store_true", help="forward/backward split and top kernels of ours")
+    parser.add_argument("--no-errors", action="store_true", help="skip the fp32 reference and error columns")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.impls.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(IMPLS))
-    if unknown:
-        parser.error(f"unknown impls {unknown}; choose from {IMPLS}")
+    schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
+    if sorted(set(names) - set(PEERS)):
+        parser.error(f"unknown impls {sorted(set(names) - set(PEERS))}; choose from {PEERS}")
+    if sorted(set(schemes) - set(SCHEMES) - {"auto"}):
+        parser.error(f"unknown schemes {sorted(set(schemes) - set(SCHEMES))}; choose from {SCHEMES} or auto")
     if not torch.cuda.is_available():
         print("bench_linear_cross_entropy: no CUDA device; this benchmark needs a GPU "
-              "(the CPU path is covered by tests/test_kernels.py).", file=sys.stderr)
+              "(the CPU path is covered by tests/test_kernels.py and tests/test_kernel_op.py).", file=sys.stderr)
         return 2
+    import triton
+
+    from scaling_kernels import prepare_linear_cross_entropy
 
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    impls = _make_impls(names)
-    print(f"GPU: {torch.cuda.get_device_name()} | torch {torch.__version__} | dtype {args.dtype} | "
-          f"median of {args.rep} fwd+bwd runs")
-    header = f"{'T x d x V':>22} {'impl':>8} {'ms':>9} {'x floor':>8} {'peak-in MiB':>12} {'extra MiB':>10}"
+    props = torch.cuda.get_device_properties(0)
+    print(f"GPU: {props.name} ({props.multi_processor_count} SMs) | torch {torch.__version__} | triton "
+          f"{triton.__version__} | {args.dtype} | median of {args.rep} fwd+bwd runs after {args.warmup} warm-up")
+    header = (f"{'shape':>22} {'impl':>20} {'ms':>9} {'x floor':>8} {'extra MiB':>10} {'loss err':>9} "
+              f"{'dH err':>9} {'dW err':>9} {'s':>5}")
     print(header)
-    print("-" * len(header))
-    for t, d, v in args.shapes:
-        gen = torch.Generator(device="cuda").manual_seed(0)
-        h = torch.randn(t, d, device="cuda", generator=gen).to(dtype).requires_grad_()
-        w = (torch.randn(v, d, device="cuda", generator=gen) * d**-0.5).to(dtype).requires_grad_()
-        y = torch.randint(0, v, (t,), device="cuda", generator=gen)
+    print("-" * len(header), flush=True)
+    for shape in args.shapes:
+        k, t, d, v = shape
+        label = _label(shape)
+        try:
+            gen = torch.Generator(device=DEVICE).manual_seed(0)
+            h = torch.randn(k, t, d, device=DEVICE, generator=gen).to(dtype).requires_grad_()
+            w = (torch.randn(k, v, d, device=DEVICE, generator=gen) * d**-0.5).to(dtype).requires_grad_()
+            y = torch.randint(0, v, (k, t), device=DEVICE, generator=gen)
+            ref = None if args.no_errors else reference(h, w, y)
+        except torch.OutOfMemoryError:
+            print(f"{label:>22} {'inputs':>20} {'OOM':>9}", flush=True)
+            torch.cuda.empty_cache()
+            continue
+        rows: list[tuple[str, Fn | None, str | None]] = []
+        for name in names:
+            if name == "ours":
+                rows += [(f"ours:{s}", _ours_fn(s), s) for s in schemes]
+            else:
+                rows.append((name, None, None))
         floor_ms = None
-        for name, fn in impls.items():
-            label = f"{t}x{d}x{v}"
-            if fn is None:
-                print(f"{label:>22} {name:>8} {'not installed':>9}")
-                continue
+        for row, fn, scheme in rows:
+            started = time.perf_counter()
+            note = None
             try:
-                ms, peak, extra = _measure(fn, h, w, y, args.warmup, args.rep)
-            except torch.OutOfMemoryError:
-                h.grad = w.grad = None
+                if fn is None:
+                    fn = make_fn(row)
+                if fn is None:
+                    print(f"{label:>22} {row:>20} {'not installed':>13}", flush=True)
+                    continue
+                if scheme is not None:
+                    shown, note = _plan_note(shape, scheme, dtype)
+                    row = f"ours:{shown}"
+                    prepare_linear_cross_entropy([shape], dtype=dtype, scheme=scheme)  # autotune outside the step
+                ms = time_ms(fn, h, w, y, args.warmup, args.rep)
+                extra, loss, dh, dw = extra_mib(fn, h, w, y)
+            except Exception as err:  # noqa: BLE001 - a failing implementation is a row, not the end
+                _clear(h, w)
                 torch.cuda.empty_cache()
-                print(f"{label:>22} {name:>8} {'OOM':>9}")
+                kind = "OOM" if isinstance(err, torch.OutOfMemoryError) else f"{type(err).__name__}: {err}"
+                print(f"{label:>22} {row:>20} failed: {kind.splitlines()[0][:100]}", flush=True)
+                if not isinstance(err, torch.OutOfMemoryError):
+                    traceback.print_exc(limit=2, file=sys.stderr)
                 continue
-            if name == "floor":
+            if row == "floor":
                 floor_ms = ms
             ratio = f"{ms / floor_ms:.2f}" if floor_ms else "-"
-            print(f"{label:>22} {name:>8} {ms:9.3f} {ratio:>8} {peak:12.1f} {extra:10.1f}")
-        del h, w, y
+            if ref is None or row == "floor":
+                errs = ("-", "-", "-")
+            else:
+                errs = (f"{(abs(loss - ref[0]) / abs(ref[0])).item():.2e}", rel_err(dh, ref[1]), rel_err(dw, ref[2]))
+            print(f"{label:>22} {row:>20} {ms:9.3f} {ratio:>8} {extra:10.1f} {errs[0]:>9} {errs[1]:>9} {errs[2]:>9} "
+                  f"{time.perf_counter() - started:5.0f}", flush=True)
+            if note:
+                print(f"{'':>22} {'':>20} {note}", flush=True)
+            if args.profile and scheme is not None:
+                try:
+                    profile_ours(fn, h, w, y)
+                except Exception as err:  # noqa: BLE001
+                    print(f"      profile failed: {type(err).__name__}: {err}", flush=True)
+            _clear(h, w)
+        del h, w, y, ref
         torch.cuda.empty_cache()
     return 0
 

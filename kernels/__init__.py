@@ -5,6 +5,7 @@ belongs to Hugging Face's package). Imports nothing from ``scaling_cli``.
 
     from scaling_kernels import linear_cross_entropy
     loss = linear_cross_entropy(h, lm_head.weight, targets, impl="auto")
+    prepare_linear_cross_entropy([(1, tokens, d, vocab)])   # autotune before a measured step (GPU)
 """
 
 from .linear_cross_entropy import (
@@ -12,6 +13,7 @@ from .linear_cross_entropy import (
     linear_cross_entropy,
     linear_cross_entropy_heads,
     linear_cross_entropy_reference,
+    prepare_linear_cross_entropy,
     triton_available,
 )
 
@@ -20,5 +22,6 @@ __all__ = [
     "linear_cross_entropy",
     "linear_cross_entropy_heads",
     "linear_cross_entropy_reference",
+    "prepare_linear_cross_entropy",
     "triton_available",
 ]

@@ -16,10 +16,11 @@ axis of K independent heads (K = 1 for a single loss; K runs of a pack otherwise
 
 * ``lse_forward(h[K, T, d], w[K, V, d], y[K, T], softcap) -> (lse[K, T], target_logit[K, T])``,
   both fp32; ``target_logit`` is 0 where ``y`` is outside ``[0, V)`` (ignored).
-* ``grads(h, w, y, lse, g[K, T], z_loss[K], softcap) -> (dh, dw)`` in the input dtypes,
-  where ``g`` is the fp32 per-token weight of the loss (0 at ignored tokens), ``z_loss``
-  a tuple of floats (one per head), and d loss_t / d logit_tv = p_tv * (1 + 2 z lse_t) -
-  [v == y_t], times (1 - tanh^2) when soft-capping.
+* ``grads(h, w, y, lse, dlse[K, T], dtgt[K, T], softcap) -> (dh, dw)`` in the input dtypes,
+  where ``dlse`` and ``dtgt`` are the fp32 gradients of the loss with respect to the forward's
+  two outputs (0 at ignored tokens), so d loss / d logit_tv = dlse_t * p_tv + dtgt_t * [v == y_t],
+  times (1 - tanh^2) when soft-capping. z-loss, masking and reductions live in that upstream
+  math (``linear_cross_entropy``), not in the backends.
 
 Here the heads are simply done one after another.
 """
@@ -55,9 +56,9 @@ def lse_forward(h: Tensor, w: Tensor, y: Tensor, softcap: float) -> tuple[Tensor
     return torch.stack(lse), torch.stack(tgt)
 
 
-def grads(h: Tensor, w: Tensor, y: Tensor, lse: Tensor, g: Tensor, z_loss: tuple[float, ...],
+def grads(h: Tensor, w: Tensor, y: Tensor, lse: Tensor, dlse: Tensor, dtgt: Tensor,
           softcap: float) -> tuple[Tensor, Tensor]:
-    dh, dw = zip(*(_grads_head(h[k], w[k], y[k], lse[k], g[k], z_loss[k], softcap) for k in range(h.shape[0])))
+    dh, dw = zip(*(_grads_head(h[k], w[k], y[k], lse[k], dlse[k], dtgt[k], softcap) for k in range(h.shape[0])))
     return torch.stack(dh), torch.stack(dw)
 
 
@@ -79,7 +80,7 @@ def _lse_forward_head(h: Tensor, w: Tensor, y: Tensor, softcap: float) -> tuple[
 
 
 def _grads_head(
-    h: Tensor, w: Tensor, y: Tensor, lse: Tensor, g: Tensor, z_loss: float, softcap: float
+    h: Tensor, w: Tensor, y: Tensor, lse: Tensor, dlse: Tensor, dtgt: Tensor, softcap: float
 ) -> tuple[Tensor, Tensor]:
     num_tokens, vocab = h.shape[0], w.shape[0]
     w32 = w.float()
@@ -92,13 +93,10 @@ def _grads_head(
         logits, th = _capped_logits(h[t0:t1], w32, softcap)
         lse_c = lse[t0:t1].unsqueeze(1)
         # softmax recomputed from the saved lse, in place to keep one chunk alive
-        grad = logits.sub_(lse_c).exp_()
-        if z_loss > 0.0:
-            grad.mul_(1.0 + 2.0 * z_loss * lse_c)
+        grad = logits.sub_(lse_c).exp_().mul_(dlse[t0:t1].unsqueeze(1))
         yc = y[t0:t1]
         rows = torch.nonzero((yc >= 0) & (yc < vocab)).squeeze(1)
-        grad[rows, yc[rows]] -= 1.0
-        grad.mul_(g[t0:t1].unsqueeze(1))
+        grad[rows, yc[rows]] += dtgt[t0:t1][rows]
         if th is not None:
             grad.mul_(1.0 - th.square_())
         dh[t0:t1] = (grad @ w32).to(h.dtype)

@@ -28,7 +28,7 @@ from scaling_kernels import (  # noqa: E402
     linear_cross_entropy_reference,
     triton_available,
 )
-from scaling_kernels import lce_reference  # noqa: E402
+from scaling_kernels import lce_plan, lce_reference  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 IGNORE = -100
@@ -88,21 +88,22 @@ def _torch_loss(h, w, y, reduction, z_loss, softcap, compute_dtype):
     return loss.detach(), h.grad.float(), w.grad.float()
 
 
-def _ours(h, w, y, reduction, z_loss, softcap, impl):
+def _ours(h, w, y, reduction, z_loss, softcap, impl, scheme="auto"):
     h = h.detach().clone().requires_grad_()
     w = w.detach().clone().requires_grad_()
-    loss = linear_cross_entropy(h, w, y, reduction=reduction, z_loss=z_loss, softcap=softcap, impl=impl)
+    loss = linear_cross_entropy(h, w, y, reduction=reduction, z_loss=z_loss, softcap=softcap, impl=impl,
+                                scheme=scheme)
     (loss.sum() if reduction == "none" else loss).backward()
     assert h.grad.dtype == h.dtype and w.grad.dtype == w.dtype
     return loss.detach().float(), h.grad.float(), w.grad.float()
 
 
-def _check_against_oracle(h, w, y, reduction, z_loss, softcap, impl):
-    """CCE rule for loss, dH and dW; returns (ours, oracle) errors for debugging."""
+def _check_against_oracle(h, w, y, reduction, z_loss, softcap, impl, scheme="auto"):
+    """CCE rule for loss, dH and dW."""
     dtype = h.dtype
     oracle = _torch_loss(h, w, y, reduction, z_loss, softcap, torch.float32)
     plain = _torch_loss(h, w, y, reduction, z_loss, softcap, dtype)
-    ours = _ours(h, w, y, reduction, z_loss, softcap, impl)
+    ours = _ours(h, w, y, reduction, z_loss, softcap, impl, scheme)
     atol, rtol = TOLS[dtype]
     for name, o, p, r in zip(("loss", "dH", "dW"), ours, plain, oracle):
         assert torch.isfinite(o).all(), name
@@ -170,16 +171,52 @@ def test_triton_matches_oracle(case, dtype):
 
 @needs_triton
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("scheme", ["owners", "supertile"])
+def test_triton_backward_schemes_match_oracle(scheme, dtype):
+    """The non-default backward schemes (the default, 'fused', runs in every other triton test).
+    V = 259 gives two vocab splits in the forward and in the owners' dH kernel (fp32 atomics)."""
+    h, w, y = _make(37, 24, 259, dtype)
+    _check_against_oracle(h, w, y, "mean", 1e-3, 4.0, impl="triton", scheme=scheme)
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_triton_backward_super_tiles(monkeypatch, dtype):
     """Force several token x vocab super-tiles and the bf16 in-place dW path."""
-    from scaling_kernels import lce_triton
+    from scaling_kernels import lce_plan
 
-    monkeypatch.setattr(lce_triton, "CHUNK_ALIGN", 16)
-    monkeypatch.setattr(lce_triton, "MAX_TOKEN_CHUNK", 16)  # 37 tokens -> 16 + 16 + 5
-    monkeypatch.setattr(lce_triton, "G_BUFFER_BYTES", 16 * 48 * 4)  # 131 vocab -> 48 or 96 wide
-    monkeypatch.setattr(lce_triton, "DW_FULL_ACC_BYTES", 0)
+    monkeypatch.setattr(lce_plan, "CHUNK_ALIGN", 16)
+    monkeypatch.setattr(lce_plan, "MAX_TOKEN_CHUNK", 16)  # 37 tokens -> 16 + 16 + 5
+    monkeypatch.setattr(lce_plan, "SUPERTILE_G_BYTES", 16 * 48 * 4)  # 131 vocab -> 48 or 96 wide
+    monkeypatch.setattr(lce_plan, "DW_FP32_ACC_BYTES", 0)
     h, w, y = _make(37, 24, 131, dtype)
-    _check_against_oracle(h, w, y, "mean", 1e-3, 4.0, impl="triton")
+    _check_against_oracle(h, w, y, "mean", 1e-3, 4.0, impl="triton", scheme="supertile")
+
+
+@needs_triton
+@pytest.mark.parametrize("fp32_dw", [True, False], ids=["fp32-dW-acc", "bf16-dW-acc"])
+def test_triton_fused_token_chunks(monkeypatch, fp32_dw):
+    """bf16 'fused' backward over several token chunks (its fp32 dH buffer is bounded): dW sums
+    across chunks in an fp32 buffer, or in bf16 when that buffer would not fit."""
+    from scaling_kernels import lce_plan
+
+    monkeypatch.setattr(lce_plan, "CHUNK_ALIGN", 16)
+    monkeypatch.setattr(lce_plan, "FUSED_DH_BYTES", 16 * 24 * 4)  # 37 tokens -> 16 + 16 + 5
+    monkeypatch.setattr(lce_plan, "DW_FP32_ACC_BYTES", (1 << 20) if fp32_dw else 0)
+    h, w, y = _make(37, 24, 131, torch.bfloat16)
+    _check_against_oracle(h, w, y, "sum", 1e-3, 0.0, impl="triton", scheme="fused")
+
+
+@needs_triton
+def test_triton_large_d_path(monkeypatch):
+    """Above MAX_RESIDENT_D the forward streams d in slices and the backward falls back to the
+    supertile scheme even when 'fused' is asked for."""
+    from scaling_kernels import lce_plan, lce_triton
+
+    monkeypatch.setattr(lce_plan, "MAX_RESIDENT_D", 16)
+    h, w, y = _make(37, 40, 131, torch.bfloat16)  # d = 40: three 16-wide slices, the last ragged
+    assert lce_triton.backward_plan(h[None], w[None], "fused").scheme == "supertile"
+    _check_against_oracle(h, w, y, "mean", 1e-3, 4.0, impl="triton", scheme="fused")
 
 
 @needs_triton
@@ -303,12 +340,25 @@ def test_gpu_fp32_matches_oracle():
 
 @gpu
 @needs_cuda
-def test_gpu_extra_memory_is_bounded():
-    """Peak beyond inputs and gradients stays under the issue's 64 MiB target."""
-    T, d, V = 16384, 512, 50304
+@pytest.mark.parametrize("scheme", lce_plan.SCHEMES)
+def test_gpu_schemes_match_oracle(scheme):
+    h, w, y = _make(3000, 128, 20011, torch.bfloat16, device="cuda", ignore_every=9)
+    _check_against_oracle(h, w, y, "mean", 1e-4, 30.0, impl="triton", scheme=scheme)
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("shape", [(16384, 512, 50304), (16384, 128, 32768)])
+def test_gpu_extra_memory_is_bounded(shape):
+    """Peak beyond inputs and gradients stays under the issue's 64 MiB target, measured after
+    prepare() has autotuned (outside the step, as a trainer does before the step it measures)."""
+    from scaling_kernels import prepare_linear_cross_entropy
+
+    T, d, V = shape
     h, w, y = _make(T, d, V, torch.bfloat16, device="cuda", ignore_every=0)
     h.requires_grad_()
     w.requires_grad_()
+    assert prepare_linear_cross_entropy([(1, T, d, V)]) == 1
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
@@ -317,6 +367,70 @@ def test_gpu_extra_memory_is_bounded():
     grads = h.grad.nbytes + w.grad.nbytes
     extra = torch.cuda.max_memory_allocated() - base - grads
     assert extra <= 64 << 20, f"extra {extra / 2**20:.1f} MiB"
+
+
+# ------------------------------------------------------------- planning (pure Python, any machine)
+
+# The issue's four shapes, the pack shape (16 heads) and a d = 128 single head: (K, T, d, V)
+PLAN_SHAPES = [(1, 16384, 256, 32768), (1, 16384, 512, 50304), (1, 32768, 768, 50304), (1, 8192, 2304, 256000),
+               (16, 16384, 128, 32768), (1, 16384, 128, 32768)]
+H100_SMS = 132
+
+
+def test_plan_buckets_key_autotuning_not_every_length():
+    assert [lce_plan.bucket(n) for n in (1, 2, 3, 1000, 1024, 1025, 50304)] == [1, 2, 4, 1024, 1024, 2048, 65536]
+    keys = set()
+    for tokens in (9000, 12000, 16384):  # sequence lengths / batch sizes of one bucket
+        fwd = lce_plan.plan_forward(1, tokens, 128, 32768, H100_SMS)
+        bwd = lce_plan.plan_backward(1, tokens, 128, 32768, 2, H100_SMS)
+        keys |= {(fwd.tok_bucket, fwd.voc_bucket), (bwd.tok_bucket, bwd.voc_bucket)}
+    assert keys == {(16384, 32768)}
+    # a pack keys on its total tokens: 16 heads x 1024 tune like one head of 16384
+    assert lce_plan.plan_forward(16, 1024, 128, 32768, H100_SMS).tok_bucket == 16384
+
+
+def test_plan_forward_splits_fill_the_gpu_only_when_tokens_do_not():
+    few = lce_plan.plan_forward(1, 4096, 128, 32768, H100_SMS)  # 32 token tiles
+    assert few.n_split * 32 >= 2 * H100_SMS and few.v_per_split % lce_plan.SPLIT_ALIGN == 0
+    assert (few.n_split - 1) * few.v_per_split < 32768 <= few.n_split * few.v_per_split  # no empty split
+    fewer = lce_plan.plan_forward(1, 1024, 128, 32768, H100_SMS)  # 8 tiles: splits stop at MIN_SPLIT_V long
+    assert fewer.n_split == 32768 // lce_plan.MIN_SPLIT_V and fewer.v_per_split == lce_plan.MIN_SPLIT_V
+    assert lce_plan.plan_forward(16, 16384, 128, 32768, H100_SMS).n_split == 1  # a pack fills it alone
+    assert lce_plan.plan_forward(1, 100, 64, 2000, H100_SMS).n_split == 1  # too small a vocab to split
+    assert lce_plan.plan_forward(1, 4096, 256, 32768, H100_SMS).resident
+    assert not lce_plan.plan_forward(1, 4096, 768, 50304, H100_SMS).resident
+    assert not lce_plan.plan_forward(1, 4096, 128, 32768, H100_SMS, env={lce_plan.ENV_FORWARD: "stream"}).resident
+
+
+def test_plan_backward_scheme_choice_override_and_fallback():
+    auto = {d: lce_plan.plan_backward(1, 16384, d, 50304, 2, H100_SMS).scheme for d in (128, 256, 512, 768, 2304)}
+    assert auto == {128: "fused", 256: "fused", 512: "supertile", 768: "supertile", 2304: "supertile"}
+    assert lce_plan.plan_backward(1, 16384, 128, 2048, 2, H100_SMS).scheme == "supertile"  # 32 vocab tiles
+    assert lce_plan.plan_backward(8, 16384, 128, 2048, 2, H100_SMS).scheme == "fused"  # a pack has K x 32
+    env = {lce_plan.ENV_SCHEME: "owners"}
+    assert lce_plan.plan_backward(1, 16384, 128, 32768, 2, H100_SMS, env=env).scheme == "owners"
+    assert lce_plan.plan_backward(1, 16384, 128, 32768, 2, H100_SMS, "supertile", env=env).scheme == "supertile"
+    assert lce_plan.plan_backward(1, 16384, 768, 50304, 2, H100_SMS, "owners").scheme == "supertile"
+    with pytest.raises(ValueError, match="SCALING_KERNELS_LCE_BWD"):
+        lce_plan.plan_backward(1, 16, 128, 512, 2, H100_SMS, env={lce_plan.ENV_SCHEME: "fast"})
+    pack = lce_plan.plan_backward(16, 16384, 128, 32768, 2, H100_SMS)  # fused: 4 heads' tokens per launch
+    assert (pack.head_group, pack.token_chunk, pack.dw_fp32_acc) == (4, 16384, False)
+    long = lce_plan.plan_backward(1, 1 << 17, 128, 32768, 2, H100_SMS)  # one head too long for the buffer
+    assert long.head_group == 1 and long.token_chunk < 1 << 17
+    owners = lce_plan.plan_backward(1, 16384, 128, 32768, 2, H100_SMS, "owners")  # 128 token tiles < 2 per SM
+    assert owners.dh_splits > 1 and (owners.dh_splits - 1) * owners.dh_v_per_split < 32768
+    assert lce_plan.plan_backward(16, 16384, 128, 32768, 2, H100_SMS, "owners").dh_splits == 1
+
+
+@pytest.mark.parametrize("shape", PLAN_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("scheme", lce_plan.SCHEMES)
+def test_plan_workspace_stays_under_64_mib(shape, scheme):
+    heads, tokens, dim, vocab = shape
+    for elt in (2, 4):
+        fwd = lce_plan.plan_forward(heads, tokens, dim, vocab, H100_SMS)
+        bwd = lce_plan.plan_backward(heads, tokens, dim, vocab, elt, H100_SMS, scheme)
+        assert lce_plan.workspace_bytes(fwd, bwd, heads, tokens, dim, vocab, elt) <= 64 << 20
+        assert 0 < bwd.token_chunk <= tokens and 0 < bwd.vocab_chunk <= vocab
 
 
 # ----------------------------------------------------- heads (a pack's K losses in one call)
@@ -331,12 +445,10 @@ def _make_heads(K: int, T: int, d: int, V: int, dtype: torch.dtype):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_heads_equal_one_call_per_head(monkeypatch, impl, dtype, reduction):
     """Head k of linear_cross_entropy_heads is linear_cross_entropy(hidden[k], weight[k], targets[k])
-    with its own z-loss: same loss and gradients, also across several backward super-tiles."""
-    from scaling_kernels import lce_triton, linear_cross_entropy_heads
+    with its own z-loss: same loss and gradients, also when the backward runs the heads in groups."""
+    from scaling_kernels import lce_plan, linear_cross_entropy_heads
 
-    monkeypatch.setattr(lce_triton, "CHUNK_ALIGN", 16)
-    monkeypatch.setattr(lce_triton, "MAX_TOKEN_CHUNK", 16)  # 37 tokens -> 16 + 16 + 5
-    monkeypatch.setattr(lce_triton, "G_BUFFER_BYTES", 16 * 48 * 4)
+    monkeypatch.setattr(lce_plan, "FUSED_DH_BYTES", 2 * 37 * 24 * 4)  # fused: heads 0-1, then head 2
     z_loss, softcap = [0.0, 1e-2, 1e-3], 4.0
     h, w, y = _make_heads(3, 37, 24, 131, dtype)
     h, w = h.requires_grad_(), w.requires_grad_()
@@ -354,6 +466,24 @@ def test_heads_equal_one_call_per_head(monkeypatch, impl, dtype, reduction):
         torch.testing.assert_close(lse[k], lse_k, atol=atol, rtol=rtol)
         torch.testing.assert_close(h.grad[k].float(), hk.grad.float(), atol=atol, rtol=rtol)
         torch.testing.assert_close(w.grad[k].float(), wk.grad.float(), atol=atol, rtol=rtol)
+
+
+@needs_triton
+@pytest.mark.parametrize("scheme", ["owners", "supertile"])
+def test_heads_other_schemes_match_reference(scheme):
+    """The head axis of the owners and supertile kernels (the default 'fused' is covered above):
+    per-head z-loss and soft-capping, against the reference."""
+    from scaling_kernels import linear_cross_entropy_heads
+
+    h, w, y = _make_heads(3, 37, 24, 259, torch.float32)
+    grads = []
+    for impl in ("triton", "torch"):
+        hh, ww = h.clone().requires_grad_(), w.clone().requires_grad_()
+        loss = linear_cross_entropy_heads(hh, ww, y, z_loss=[0.0, 1e-2, 1e-3], softcap=4.0, impl=impl, scheme=scheme)
+        loss.sum().backward()
+        grads.append((loss.detach(), hh.grad, ww.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 @needs_triton
@@ -383,3 +513,26 @@ def test_heads_shape_errors(args, match):
     else:
         with pytest.raises(ValueError, match=match):
             linear_cross_entropy_heads(h, w, y)
+
+
+# ----------------------------------------------------------------- the benchmark's command line
+
+def test_benchmark_cli_parses_shapes_and_needs_no_gpu_for_help(capsys):
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_linear_cross_entropy.py"
+    spec = importlib.util.spec_from_file_location("bench_linear_cross_entropy", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with pytest.raises(SystemExit) as exited:
+        bench.main(["--help"])
+    assert exited.value.code == 0 and "KxTxDxV" in capsys.readouterr().out
+    assert bench.parse_shape("16x16384x128x32768") == (16, 16384, 128, 32768)
+    assert bench.parse_shape("16384x512x50304") == (1, 16384, 512, 50304)
+    assert (16, 16384, 128, 32768) in bench.DEFAULT_SHAPES and (1, 16384, 128, 32768) in bench.DEFAULT_SHAPES
+    with pytest.raises(argparse.ArgumentTypeError, match="16384x512x50304"):
+        bench.parse_shape("16384x512")
+    if not torch.cuda.is_available():
+        assert bench.main(["--shapes", "8x16x32"]) == 2

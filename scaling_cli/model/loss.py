@@ -34,11 +34,14 @@ def lm_loss(hidden: Tensor, weight: Tensor, targets: Tensor, cfg: ModelConfig, r
 
 
 def lm_loss_heads(hidden: Tensor, weight: Tensor, targets: Tensor, cfgs: list[ModelConfig],
-                  reduction: str = "mean") -> Tensor:
+                  reduction: str = "mean", z_loss: Tensor | None = None) -> Tensor:
     """The losses [K] ('mean' or 'sum' over tokens) of K models of one shape (a pack): hidden
     [K, N, d], weight [K, V, d], targets [K, ...], each head with its own config's z-loss, in one
-    kernel call for all heads."""
+    kernel call for all heads. z_loss: those coefficients as a [K] device tensor the caller keeps
+    (PackedGPT's buffer), so a step never copies them from the host and a compiled step never
+    specialises on their values; without it they are read from `cfgs`."""
     cfg = cfgs[0]  # soft-capping and the loss implementation are shared by a pack (its shape key)
     return linear_cross_entropy_heads(hidden, weight, targets.reshape(targets.shape[0], -1),
-                                      reduction=reduction, z_loss=[c.z_loss for c in cfgs],
+                                      reduction=reduction,
+                                      z_loss=[c.z_loss for c in cfgs] if z_loss is None else z_loss,
                                       softcap=cfg.logit_softcap, impl=cfg.loss_impl)

@@ -153,6 +153,10 @@ class PackedGPT(nn.Module):
         cos, sin = rope_tables(cfg.seq_len, cfg.d_model // cfg.n_head, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        # Members' z-loss coefficients on the device: the loss reads them there every step (no host
+        # copy), and a compiled step sees a tensor input rather than constants to specialise on.
+        self.register_buffer("z_loss", torch.tensor([c.z_loss for c in cfgs], dtype=torch.float32),
+                             persistent=False)
 
     @property
     def members(self) -> int:
@@ -194,6 +198,7 @@ class PackedGPT(nn.Module):
             setattr(self.get_submodule(owner), attr, nn.Parameter(param.index_select(0, index)))
         if self.cfgs[0].tied_embeddings:
             self.lm_head.weight = self.embed.weight
+        self.z_loss = self.z_loss.index_select(0, index)
         self.cfgs = [self.cfgs[i] for i in members]
 
     def hidden_states(self, idx: Tensor) -> Tensor:
@@ -213,7 +218,7 @@ class PackedGPT(nn.Module):
         targets [K, ...]: the fused
         linear + cross-entropy over all K heads at once (logits never materialised; each kernel
         launch covers every head, so a pack launches as often as one run)."""
-        return lm_loss_heads(hidden, self.lm_head.weight, targets, self.cfgs, reduction)
+        return lm_loss_heads(hidden, self.lm_head.weight, targets, self.cfgs, reduction, z_loss=self.z_loss)
 
     def member(self, k: int) -> GPT:
         """A standalone GPT holding a copy of member k (for validation, evals and model.pt)."""
