@@ -248,7 +248,8 @@ def _plan_note(shape, scheme: str, dtype: torch.dtype) -> tuple[str, str]:
     label = scheme if bwd.scheme == scheme else f"{scheme}>{bwd.scheme}"
     ws = lce_plan.workspace_bytes(fwd, bwd, k, t, d, v, elt) / MIB
     note = (f"fwd splits {fwd.n_split} {'resident' if fwd.resident else 'stream'}; bwd {bwd.scheme} "
-            f"chunk {bwd.token_chunk}x{bwd.vocab_chunk} dh_splits {bwd.dh_splits}; planned workspace {ws:.1f} MiB")
+            f"heads/launch {bwd.head_group} chunk {bwd.token_chunk}x{bwd.vocab_chunk} dh_splits {bwd.dh_splits}; "
+            f"planned workspace {ws:.1f} MiB")
     return label, note
 
 

@@ -22,16 +22,18 @@ Backward schemes (``SCHEMES``), all recomputing the logits from the saved lse:
   K/V tiles) and adds each token tile's dH share into an fp32 buffer with atomics: four GEMMs of
   work (1.33x the floor) plus atomic traffic T*V*d*4/BLOCK_V bytes, mostly absorbed by L2 because
   all programs sweep the tokens in step. dH is summed in a run-dependent order (not bitwise
-  deterministic). The fp32 buffer is bounded by FUSED_DH_BYTES: longer inputs run in token chunks,
-  dW then accumulating across chunks (in fp32 when that fits DW_FP32_ACC_BYTES, else in the
-  gradient's own dtype, one rounding per chunk).
+  deterministic). The fp32 buffer is bounded by FUSED_DH_BYTES: a pack runs a group of heads per
+  launch (all their tokens, so dW is still written once); a head too long for the buffer runs in
+  token chunks, dW then accumulating across chunks (in fp32 when that fits DW_FP32_ACC_BYTES, else
+  in the gradient's own dtype, one rounding per chunk).
 
 ``owners`` and ``fused`` hold a [tile, d] accumulator in registers, so they exist for
 d <= MAX_RESIDENT_D only; asked for at a larger d they fall back to ``supertile``.
 
 Defaults are ASSUMPTIONS AWAITING AN H100 (nothing here has been timed): ``fused`` at
 d <= MAX_RESIDENT_D (the G round trip dominates the supertile scheme there: at d = 128 reading G
-costs more than the GEMM that reads it), ``supertile`` above. The SCALING_KERNELS_LCE_BWD
+costs more than the GEMM that reads it), ``supertile`` above it and for vocabularies too small to
+give every SM a vocab tile. The SCALING_KERNELS_LCE_BWD
 environment variable (or the ``scheme`` argument of linear_cross_entropy) overrides the choice,
 so benchmarks/bench_linear_cross_entropy.py can time every scheme side by side.
 """
@@ -117,6 +119,7 @@ def plan_forward(heads: int, tokens: int, dim: int, vocab: int, sms: int, env: d
 class BackwardPlan:
     scheme: str
     token_chunk: int   # tokens per head per pass (fused: dH buffer; supertile: tc)
+    head_group: int    # fused: heads per launch (their dH shares the fp32 buffer)
     vocab_chunk: int   # supertile: vocab per super-tile (vc); otherwise the whole vocabulary
     dh_splits: int     # owners: vocab ranges of the dH kernel (> 1 adds into an fp32 buffer)
     dh_v_per_split: int  # owners: vocab entries per range (a multiple of split_align)
@@ -135,9 +138,13 @@ def scheme_override(requested: str, env: dict | None = None) -> str:
     return requested
 
 
-def default_scheme(dim: int) -> str:
-    """Assumption awaiting the H100 (see the module docstring)."""
-    return "fused" if dim <= MAX_RESIDENT_D else "supertile"
+def default_scheme(heads: int, dim: int, vocab: int, sms: int) -> str:
+    """Assumption awaiting the H100 (see the module docstring). The fused kernel's parallelism is
+    its vocab tiles (K * V / 64 of them at most); with fewer than one per SM (a small vocabulary)
+    the GPU would idle, and cuBLAS's token-parallel GEMMs serve better."""
+    if dim > MAX_RESIDENT_D or heads * _cdiv(vocab, 64) < sms:
+        return "supertile"
+    return "fused"
 
 
 def plan_backward(heads: int, tokens: int, dim: int, vocab: int, elt: int, sms: int, scheme: str = "auto",
@@ -147,30 +154,34 @@ def plan_backward(heads: int, tokens: int, dim: int, vocab: int, elt: int, sms: 
     straight into their fp32 gradients, so they need no fp32 buffers and no chunks."""
     scheme = scheme_override(scheme, env)
     if scheme == "auto":
-        scheme = default_scheme(dim)
+        scheme = default_scheme(heads, dim, vocab, sms)
     if scheme in ("owners", "fused") and dim > MAX_RESIDENT_D:
         scheme = "supertile"
     low_precision = elt < 4
     keys = dict(tok_bucket=bucket(heads * tokens), voc_bucket=bucket(vocab))
     if scheme == "fused":
-        chunk = tokens
-        if low_precision:
-            chunk = min(tokens, _align_down(FUSED_DH_BYTES // (4 * dim * heads), CHUNK_ALIGN))
-        fp32_acc = low_precision and chunk < tokens and heads * vocab * dim * 4 <= DW_FP32_ACC_BYTES
-        return BackwardPlan("fused", chunk, vocab, 1, vocab, fp32_acc, **keys)
+        group, chunk = heads, tokens
+        head_bytes = tokens * dim * 4
+        if low_precision and heads * head_bytes > FUSED_DH_BYTES:
+            if head_bytes <= FUSED_DH_BYTES:
+                group = FUSED_DH_BYTES // head_bytes
+            else:
+                group, chunk = 1, min(tokens, _align_down(FUSED_DH_BYTES // (4 * dim), CHUNK_ALIGN))
+        fp32_acc = chunk < tokens and heads * vocab * dim * 4 <= DW_FP32_ACC_BYTES
+        return BackwardPlan("fused", chunk, group, vocab, 1, vocab, fp32_acc, **keys)
     if scheme == "owners":
         token_tiles = heads * _cdiv(tokens, PLAN_BLOCK_T)
         splits = max(1, min(_cdiv(PROGRAMS_PER_SM * sms, token_tiles), vocab // min_split_v))
         if low_precision and heads * tokens * dim * 4 > OWNERS_DH_SPLIT_BYTES:
             splits = 1
         v_per_split = _cdiv(_cdiv(vocab, splits), split_align) * split_align
-        return BackwardPlan("owners", tokens, vocab, _cdiv(vocab, v_per_split), v_per_split, False, **keys)
+        return BackwardPlan("owners", tokens, heads, vocab, _cdiv(vocab, v_per_split), v_per_split, False, **keys)
     tc = min(tokens, MAX_TOKEN_CHUNK)
     if low_precision:
         tc = min(tc, _align_down(SUPERTILE_DH_BYTES // (4 * dim * heads), CHUNK_ALIGN))
     vc = min(vocab, _align_down(SUPERTILE_G_BYTES // (tc * elt * heads), CHUNK_ALIGN))
     fp32_acc = low_precision and heads * vocab * dim * 4 <= DW_FP32_ACC_BYTES
-    return BackwardPlan("supertile", tc, vc, 1, vocab, fp32_acc, **keys)
+    return BackwardPlan("supertile", tc, heads, vc, 1, vocab, fp32_acc, **keys)
 
 
 def workspace_bytes(fwd: ForwardPlan, bwd: BackwardPlan, heads: int, tokens: int, dim: int, vocab: int,
@@ -182,7 +193,7 @@ def workspace_bytes(fwd: ForwardPlan, bwd: BackwardPlan, heads: int, tokens: int
     low_precision = elt < 4
     dw_acc = heads * vocab * dim * 4 if bwd.dw_fp32_acc else 0
     if bwd.scheme == "fused":
-        backward = (heads * bwd.token_chunk * dim * 4 if low_precision else 0) + dw_acc
+        backward = (bwd.head_group * bwd.token_chunk * dim * 4 if low_precision else 0) + dw_acc
     elif bwd.scheme == "owners":
         backward = heads * tokens * dim * 4 if bwd.dh_splits > 1 and low_precision else 0
     else:

@@ -8,7 +8,7 @@ without ever materialising the (tokens x vocab) logits:
 * ``lse_forward``: one launch of ``_fwd_kernel`` (token tiles x vocab splits x heads) writes lse
   (or per-split partials merged here) and the target logit (gather-dot, split 0 only).
 * ``grads``: the backward scheme of ``lce_plan.plan_backward``: 'fused' (one vocab-owner launch
-  per token chunk, dH through fp32 atomics), 'owners' (a token-owner dH launch and a vocab-owner
+  per group of heads or token chunk, dH through fp32 atomics), 'owners' (a token-owner dH launch and a vocab-owner
   dW launch) or 'supertile' (G buffer + cuBLAS, see ``_grads_supertile``).
 
 Autotuning and memory. Configs are benchmarked the first time a kernel sees a key: (d, token
@@ -20,7 +20,8 @@ run will use, before the step whose memory is measured or planned, so none of th
 Under ``TRITON_INTERPRET=1`` (CPU tests) nothing is autotuned: small fixed tiles run instead.
 
 Tile configs below are ASSUMPTIONS AWAITING AN H100: sizes that suit wgmma (128-wide M tiles,
-64-256 wide N) with 2-4 pipeline stages, pruned by a shared-memory estimate.
+64-256 wide N) with 2-4 pipeline stages, listed per d class below and checked for sm_90 by
+benchmarks/compile_lce_sm90.py (no spills, shared memory within the SM).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # shapes still exercise vocab splits, tails and atomics.
 _INTERPRET_TILES = dict(BLOCK_T=16, BLOCK_V=32)
 _INTERPRET_STREAM_D = 16
-_INTERPRET_SMS = 4
+_INTERPRET_SMS = 1  # a one-SM "GPU": the default scheme stays fused on tiny vocabularies, splits still happen
 _INTERPRET_SPLIT = 128
 STREAM_BLOCK_D = 64  # d slice of the streaming (large-d) kernels
 _SMEM_BYTES = 227 << 10  # H100 shared memory per block (opt-in maximum)
@@ -65,56 +66,82 @@ def _even_d(args: dict) -> bool:
     return args["D"] % args["BLOCK_D"] == 0
 
 
-def _prune(owned: str):
-    """Drop configs that cannot fit on chip. ``owned`` is the tile kept for the whole loop
-    ('BLOCK_T' or 'BLOCK_V'; '' when both stream in d slices): its [tile, d] operand plus
-    num_stages buffers of the other in shared memory, and for the backward owners a [tile, d] fp32
-    accumulator of at most 128 registers per thread."""
+def _dim_class(dim: int, resident: bool) -> str:
+    if not resident or dim > lce_plan.MAX_RESIDENT_D:
+        return "stream"
+    return "128" if dim <= 128 else "256"
+
+
+def _prune(owned: str, table: list[tuple]):
+    """Keep the configs meant for this d (the tables below), then those whose on-chip tiles fit:
+    the owned [tile, d] operand plus num_stages buffers of the streamed one in shared memory (this
+    matters for fp32 inputs, twice the bytes of the bf16 the tables were checked with). ``owned``:
+    'BLOCK_T' or 'BLOCK_V', the tile a program keeps for its whole loop; '' when all of d streams.
+    ``table``: the kernel's config entries with the d classes each is meant for."""
+    meant_for = {tuple(entry[:4]): set(entry[4].split()) for entry in table}
+
     def prune(configs, named_args, **kwargs):
         dim, elt = named_args["D"], named_args["h_ptr"].element_size()
-        resident = owned and dim <= lce_plan.MAX_RESIDENT_D and kwargs.get("RESIDENT", True)
+        cls = _dim_class(dim, bool(owned) and kwargs.get("RESIDENT", True))
         kept = []
         for cfg in configs:
             bt, bv = cfg.kwargs["BLOCK_T"], cfg.kwargs["BLOCK_V"]
-            if resident:
-                d = _pow2(dim)
-                own, other = (bt, bv) if owned == "BLOCK_T" else (bv, bt)
-                smem = (own + cfg.num_stages * other) * d * elt
-                regs = own * d // (32 * cfg.num_warps) if "ATOMIC" in kwargs or "ATOMIC_DH" in kwargs else 0
+            if cls not in meant_for[(bt, bv, cfg.num_warps, cfg.num_stages)]:
+                continue
+            if cls == "stream":
+                smem = cfg.num_stages * (bt + bv) * STREAM_BLOCK_D * elt
             else:
-                smem, regs = cfg.num_stages * (bt + bv) * STREAM_BLOCK_D * elt, 0
-            if smem <= _SMEM_BYTES and regs <= 128:
+                own, other = (bt, bv) if owned == "BLOCK_T" else (bv, bt)
+                smem = (own + cfg.num_stages * other) * _pow2(dim) * elt
+            if smem <= _SMEM_BYTES:
                 kept.append(cfg)
-        return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_T"] * c.kwargs["BLOCK_V"])]
+        if elt == 4 or not kept:
+            # fp32 inputs are the exactness path (tests), not the fast one: a true-fp32 dot does not
+            # use tensor cores, and unrolled it compiles for minutes per config, so one small config
+            return [min(kept or configs, key=lambda c: c.kwargs["BLOCK_T"] * c.kwargs["BLOCK_V"] * c.num_stages)]
+        return kept
     return prune
 
 
 def _configs(entries) -> list[triton.Config]:
-    return [triton.Config({"BLOCK_T": bt, "BLOCK_V": bv}, num_warps=w, num_stages=s) for bt, bv, w, s in entries]
+    return [triton.Config({"BLOCK_T": bt, "BLOCK_V": bv}, num_warps=w, num_stages=s) for bt, bv, w, s, _ in entries]
 
 
-# (BLOCK_T, BLOCK_V, num_warps, num_stages); few per kernel, so that tuning a new bucket (and the
-# benchmark, which tunes every scheme) takes seconds, not minutes.
-_FWD_CONFIGS = [(128, 128, 8, 3), (128, 64, 4, 4), (64, 128, 4, 4), (128, 256, 8, 2)]
-_DH_CONFIGS = [(128, 64, 8, 3), (64, 128, 4, 3), (64, 64, 4, 4)]
-_DW_CONFIGS = [(64, 128, 8, 3), (128, 64, 4, 3), (64, 64, 4, 4)]
-_G_CONFIGS = [(128, 128, 4, 4), (128, 256, 8, 3), (64, 128, 4, 4)]
+# (BLOCK_T, BLOCK_V, num_warps, num_stages, d classes): '128' = resident d <= 128, '256' = resident
+# d <= 256, 'stream' = d sliced by STREAM_BLOCK_D. Picked with benchmarks/compile_lce_sm90.py: each
+# compiles for sm_90 in bf16 without register spills and within 227 KiB of shared memory for its
+# classes; some are there because they leave room for 2-3 blocks per SM, which is how a block's
+# exponentials overlap another's tensor-core work (Triton waits for each wgmma right after issuing
+# it). Few per kernel, so tuning a new bucket takes seconds. Which is fastest is the
+# autotuner's call on the GPU: these are candidates, not measurements. The smallest configs are
+# there for fp32 inputs, whose tiles take twice the shared memory.
+_FWD_CONFIGS = [(128, 128, 8, 3, "128 stream"), (128, 64, 8, 3, "128 256"), (64, 128, 4, 3, "128 stream"),
+                (128, 256, 8, 2, "128 stream"), (64, 64, 4, 3, "128 256"), (128, 64, 8, 4, "256"),
+                (64, 32, 4, 2, "128 256")]
+_DH_CONFIGS = [(128, 64, 8, 3, "128 256"), (128, 128, 8, 2, "128"), (64, 64, 4, 3, "128 256"), (128, 32, 8, 3, "256"),
+               (64, 32, 4, 2, "128 256")]
+# the vocab owner keeps [BLOCK_V, d] of W and of dW (fused: also a [BLOCK_T, d] dH share) on chip
+_DW_CONFIGS = [(64, 128, 8, 3, "128"), (64, 64, 8, 3, "128 256"), (32, 64, 8, 3, "128 256"), (32, 128, 8, 3, "128"),
+               (32, 64, 4, 3, "128"), (64, 32, 4, 2, "128")]
+_G_CONFIGS = [(128, 256, 8, 3, "stream"), (64, 128, 4, 4, "stream"), (128, 128, 8, 4, "stream")]
 _KEY = ["D", "TOK_BUCKET", "VOC_BUCKET", "HAS_SOFTCAP"]
 
 if INTERPRET:
     _fwd, _dh, _dw, _g_tile = _fwd_kernel, _dh_kernel, _dw_kernel, _g_tile_kernel
 else:  # pragma: no cover - needs a GPU
     _fwd = triton.autotune(_configs(_FWD_CONFIGS), key=_KEY + ["RESIDENT", "SINGLE_SPLIT"],
-                           prune_configs_by={"early_config_prune": _prune("BLOCK_T")})(
+                           prune_configs_by={"early_config_prune": _prune("BLOCK_T", _FWD_CONFIGS)})(
         triton.heuristics({"BLOCK_D": _block_d, "EVEN_D": _even_d})(_fwd_kernel))
     # kernels that add into their outputs get them zeroed (or restored) around each tried config
     _dh = triton.autotune(_configs(_DH_CONFIGS), key=_KEY + ["ATOMIC"], reset_to_zero=["dh_ptr"],
-                          prune_configs_by={"early_config_prune": _prune("BLOCK_T")})(
+                          prune_configs_by={"early_config_prune": _prune("BLOCK_T", _DH_CONFIGS)})(
         triton.heuristics({"BLOCK_D": _block_d, "EVEN_D": _even_d})(_dh_kernel))
     _dw = triton.autotune(_configs(_DW_CONFIGS), key=_KEY + ["ATOMIC_DH", "ACCUMULATE"], reset_to_zero=["dh_ptr"],
-                          restore_value=["dw_ptr"], prune_configs_by={"early_config_prune": _prune("BLOCK_V")})(
+                          restore_value=["dw_ptr"],
+                          prune_configs_by={"early_config_prune": _prune("BLOCK_V", _DW_CONFIGS)})(
         triton.heuristics({"BLOCK_D": _block_d, "EVEN_D": _even_d})(_dw_kernel))
-    _g_tile = triton.autotune(_configs(_G_CONFIGS), key=_KEY, prune_configs_by={"early_config_prune": _prune("")})(
+    _g_tile = triton.autotune(_configs(_G_CONFIGS), key=_KEY,
+                              prune_configs_by={"early_config_prune": _prune("", _G_CONFIGS)})(
         triton.heuristics({"BLOCK_D": lambda args: STREAM_BLOCK_D, "EVEN_D": _even_d})(_g_tile_kernel))
 
 
@@ -142,7 +169,9 @@ def _sms(device_index: int | None) -> int:
 
 
 def _num_sms(device: torch.device) -> int:
-    return _INTERPRET_SMS if INTERPRET else _sms(device.index if device.index is not None else torch.cuda.current_device())
+    if INTERPRET:
+        return _INTERPRET_SMS
+    return _sms(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def _split_args() -> dict:
@@ -205,21 +234,26 @@ def _grads_fused(plan: BackwardPlan, h, w, y, lse, dlse, dtgt, softcap):
     vocab = w.shape[1]
     strides, flags = _common(h, w, softcap)
     low_precision = h.dtype != torch.float32
-    # fp32 inputs: atomics land in dH itself; bf16: in an fp32 buffer of one token chunk
+    # fp32 inputs: atomics land in dH itself; bf16: in an fp32 buffer for one launch's heads and tokens
     dh = torch.zeros_like(h) if not low_precision else torch.empty_like(h)
-    dh_buf = torch.empty((heads, plan.token_chunk, dim), dtype=torch.float32, device=h.device) if low_precision else dh
+    dh_buf = torch.empty((plan.head_group, plan.token_chunk, dim), dtype=torch.float32, device=h.device) \
+        if low_precision else dh
     dw = torch.empty_like(w)
     dw_acc = torch.empty(w.shape, dtype=torch.float32, device=w.device) if plan.dw_fp32_acc else dw
-    grid = lambda meta: (triton.cdiv(vocab, meta["BLOCK_V"]), heads)  # noqa: E731
-    for t0 in range(0, tokens, plan.token_chunk):
-        t1 = min(t0 + plan.token_chunk, tokens)
-        if low_precision:
-            dh_buf[:, : t1 - t0].zero_()
-        _dw[grid](h, w, y, lse, dlse, dtgt, dw_acc, dh_buf, tokens, vocab, dim, t0, t1, t0 if low_precision else 0,
-                  *strides, dw_acc.stride(0), dw_acc.stride(1), dh_buf.stride(0), dh_buf.stride(1), softcap,
-                  plan.tok_bucket, plan.voc_bucket, ATOMIC_DH=True, ACCUMULATE=t0 > 0, **flags)
-        if low_precision:
-            dh[:, t0:t1] = dh_buf[:, : t1 - t0]
+    for k0 in range(0, heads, plan.head_group):
+        k1 = min(k0 + plan.head_group, heads)
+        grid = lambda meta: (triton.cdiv(vocab, meta["BLOCK_V"]), k1 - k0)  # noqa: E731
+        for t0 in range(0, tokens, plan.token_chunk):
+            t1 = min(t0 + plan.token_chunk, tokens)
+            buf = dh_buf[: k1 - k0, : t1 - t0] if low_precision else None
+            if buf is not None:
+                buf.zero_()
+            _dw[grid](h, w, y, lse, dlse, dtgt, dw_acc, dh_buf, tokens, vocab, dim, t0, t1,
+                      t0 if low_precision else 0, k0, *strides, dw_acc.stride(0), dw_acc.stride(1),
+                      dh_buf.stride(0), dh_buf.stride(1), softcap, plan.tok_bucket, plan.voc_bucket,
+                      ATOMIC_DH=True, ACCUMULATE=t0 > 0, **flags)
+            if buf is not None:
+                dh[k0:k1, t0:t1] = buf
     if dw_acc is not dw:
         dw.copy_(dw_acc)
     return dh, dw
@@ -241,7 +275,7 @@ def _grads_owners(plan: BackwardPlan, h, w, y, lse, dlse, dtgt, softcap):
     dw = torch.empty_like(w)
     unused = torch.empty(1, dtype=torch.float32, device=h.device)  # dh_ptr: no atomics, and not dH (autotune zeroes it)
     grid_v = lambda meta: (triton.cdiv(vocab, meta["BLOCK_V"]), heads)  # noqa: E731
-    _dw[grid_v](h, w, y, lse, dlse, dtgt, dw, unused, tokens, vocab, dim, 0, tokens, 0, *strides,
+    _dw[grid_v](h, w, y, lse, dlse, dtgt, dw, unused, tokens, vocab, dim, 0, tokens, 0, 0, *strides,
                 dw.stride(0), dw.stride(1), 0, 0, softcap, plan.tok_bucket, plan.voc_bucket,
                 ATOMIC_DH=False, ACCUMULATE=False, **flags)
     return dh, dw
@@ -303,7 +337,8 @@ def _grads_supertile(plan: BackwardPlan, h, w, y, lse, dlse, dtgt, softcap):
         for v0 in range(0, vocab, vc):
             v1 = min(v0 + vc, vocab)
             g_tile = g_buf[:, : t1 - t0, : v1 - v0]
-            grid = lambda m: (triton.cdiv(v1 - v0, m["BLOCK_V"]), triton.cdiv(t1 - t0, m["BLOCK_T"]), heads)  # noqa: E731
+            grid = lambda m: (triton.cdiv(v1 - v0, m["BLOCK_V"]),  # noqa: E731
+                              triton.cdiv(t1 - t0, m["BLOCK_T"]), heads)
             _g_tile[grid](h, w, y, lse, dlse, dtgt, g_buf, tokens, t0, t1, v0, v1, dim, h.stride(0), h.stride(1),
                           w.stride(0), w.stride(1), g_buf.stride(0), g_buf.stride(1), softcap,
                           plan.tok_bucket, plan.voc_bucket, **meta)

@@ -21,8 +21,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-LOG2E: tl.constexpr = 1.4426950408889634
-LN2: tl.constexpr = 0.6931471805599453
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
@@ -325,21 +325,22 @@ def _dw_step(w, acc, h_ptr, dh_ptr, rows, t_hi, dh_row0, tok0, cols, y_ptr, lse_
 
 @triton.jit
 def _dw_kernel(h_ptr, w_ptr, y_ptr, lse_ptr, dlse_ptr, dtgt_ptr, dw_ptr, dh_ptr,
-               T, V, D, t_lo, t_hi, dh_row0, stride_hk, stride_h, stride_wk, stride_w,
+               T, V, D, t_lo, t_hi, dh_row0, head0, stride_hk, stride_h, stride_wk, stride_w,
                stride_dwk, stride_dw, stride_dhk, stride_dh, softcap, TOK_BUCKET, VOC_BUCKET,
                HAS_SOFTCAP: tl.constexpr, ATOMIC_DH: tl.constexpr, ACCUMULATE: tl.constexpr,
                BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
                INTERP_BF16: tl.constexpr, PRECISION: tl.constexpr):
-    """Owners and fused schemes, dW: program (vocab tile, head) keeps its W tile and dW
-    [BLOCK_V, d] on chip while sweeping tokens [t_lo, t_hi). With ATOMIC_DH (fused) it also adds
-    each token tile's dH share into an fp32 buffer (row t at t - dh_row0). ACCUMULATE adds to
-    the dW already stored (later token chunks) instead of overwriting it."""
+    """Owners and fused schemes, dW: program (vocab tile, head head0 + axis 1) keeps its W tile
+    and dW [BLOCK_V, d] on chip while sweeping tokens [t_lo, t_hi). With ATOMIC_DH (fused) it also
+    adds each token tile's dH share into an fp32 buffer of the launch's heads (row t at
+    t - dh_row0). ACCUMULATE adds to the dW already stored (later token chunks) instead of
+    overwriting it."""
     pid_v = tl.program_id(0)
-    head = tl.program_id(1)
+    head = tl.program_id(1) + head0
     h_ptr += head.to(tl.int64) * stride_hk
     w_ptr += head.to(tl.int64) * stride_wk
     dw_ptr += head.to(tl.int64) * stride_dwk
-    dh_ptr += head.to(tl.int64) * stride_dhk
+    dh_ptr += (head - head0).to(tl.int64) * stride_dhk
     cols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
     col_mask = cols < V
     offs_t = tl.arange(0, BLOCK_T)

@@ -83,8 +83,8 @@ def _train(step_fn, params, batches, lr=3e-3) -> list[float]:
 
 def _batches(shape, vocab, steps=3):
     g = torch.Generator().manual_seed(1)
-    return [(torch.randint(0, vocab, shape, generator=g).to(DEVICE), torch.randint(0, vocab, shape, generator=g).to(DEVICE))
-            for _ in range(steps)]
+    draw = lambda: torch.randint(0, vocab, shape, generator=g).to(DEVICE)  # noqa: E731
+    return [(draw(), draw()) for _ in range(steps)]
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -405,12 +405,18 @@ def test_plan_forward_splits_fill_the_gpu_only_when_tokens_do_not():
 def test_plan_backward_scheme_choice_override_and_fallback():
     auto = {d: lce_plan.plan_backward(1, 16384, d, 50304, 2, H100_SMS).scheme for d in (128, 256, 512, 768, 2304)}
     assert auto == {128: "fused", 256: "fused", 512: "supertile", 768: "supertile", 2304: "supertile"}
+    assert lce_plan.plan_backward(1, 16384, 128, 2048, 2, H100_SMS).scheme == "supertile"  # 32 vocab tiles
+    assert lce_plan.plan_backward(8, 16384, 128, 2048, 2, H100_SMS).scheme == "fused"  # a pack has K x 32
     env = {lce_plan.ENV_SCHEME: "owners"}
     assert lce_plan.plan_backward(1, 16384, 128, 32768, 2, H100_SMS, env=env).scheme == "owners"
     assert lce_plan.plan_backward(1, 16384, 128, 32768, 2, H100_SMS, "supertile", env=env).scheme == "supertile"
     assert lce_plan.plan_backward(1, 16384, 768, 50304, 2, H100_SMS, "owners").scheme == "supertile"
     with pytest.raises(ValueError, match="SCALING_KERNELS_LCE_BWD"):
         lce_plan.plan_backward(1, 16, 128, 512, 2, H100_SMS, env={lce_plan.ENV_SCHEME: "fast"})
+    pack = lce_plan.plan_backward(16, 16384, 128, 32768, 2, H100_SMS)  # fused: 4 heads' tokens per launch
+    assert (pack.head_group, pack.token_chunk, pack.dw_fp32_acc) == (4, 16384, False)
+    long = lce_plan.plan_backward(1, 1 << 17, 128, 32768, 2, H100_SMS)  # one head too long for the buffer
+    assert long.head_group == 1 and long.token_chunk < 1 << 17
     owners = lce_plan.plan_backward(1, 16384, 128, 32768, 2, H100_SMS, "owners")  # 128 token tiles < 2 per SM
     assert owners.dh_splits > 1 and (owners.dh_splits - 1) * owners.dh_v_per_split < 32768
     assert lce_plan.plan_backward(16, 16384, 128, 32768, 2, H100_SMS, "owners").dh_splits == 1
@@ -439,11 +445,10 @@ def _make_heads(K: int, T: int, d: int, V: int, dtype: torch.dtype):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_heads_equal_one_call_per_head(monkeypatch, impl, dtype, reduction):
     """Head k of linear_cross_entropy_heads is linear_cross_entropy(hidden[k], weight[k], targets[k])
-    with its own z-loss: same loss and gradients, also across several backward token chunks."""
+    with its own z-loss: same loss and gradients, also when the backward runs the heads in groups."""
     from scaling_kernels import lce_plan, linear_cross_entropy_heads
 
-    monkeypatch.setattr(lce_plan, "CHUNK_ALIGN", 16)
-    monkeypatch.setattr(lce_plan, "FUSED_DH_BYTES", 3 * 16 * 24 * 4)  # 3 heads x 37 tokens -> 16 + 16 + 5
+    monkeypatch.setattr(lce_plan, "FUSED_DH_BYTES", 2 * 37 * 24 * 4)  # fused: heads 0-1, then head 2
     z_loss, softcap = [0.0, 1e-2, 1e-3], 4.0
     h, w, y = _make_heads(3, 37, 24, 131, dtype)
     h, w = h.requires_grad_(), w.requires_grad_()
@@ -461,6 +466,24 @@ def test_heads_equal_one_call_per_head(monkeypatch, impl, dtype, reduction):
         torch.testing.assert_close(lse[k], lse_k, atol=atol, rtol=rtol)
         torch.testing.assert_close(h.grad[k].float(), hk.grad.float(), atol=atol, rtol=rtol)
         torch.testing.assert_close(w.grad[k].float(), wk.grad.float(), atol=atol, rtol=rtol)
+
+
+@needs_triton
+@pytest.mark.parametrize("scheme", ["owners", "supertile"])
+def test_heads_other_schemes_match_reference(scheme):
+    """The head axis of the owners and supertile kernels (the default 'fused' is covered above):
+    per-head z-loss and soft-capping, against the reference."""
+    from scaling_kernels import linear_cross_entropy_heads
+
+    h, w, y = _make_heads(3, 37, 24, 259, torch.float32)
+    grads = []
+    for impl in ("triton", "torch"):
+        hh, ww = h.clone().requires_grad_(), w.clone().requires_grad_()
+        loss = linear_cross_entropy_heads(hh, ww, y, z_loss=[0.0, 1e-2, 1e-3], softcap=4.0, impl=impl, scheme=scheme)
+        loss.sum().backward()
+        grads.append((loss.detach(), hh.grad, ww.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 @needs_triton
