@@ -4,14 +4,19 @@
     python benchmarks/bench_pack_throughput.py --compile --packs 4,16 --shapes 256x4,768x12
     python benchmarks/bench_pack_throughput.py --sweep-wall-time     # + the default GPU sweep, cold start
     python benchmarks/bench_pack_throughput.py --shapes 128x4 --packs 16 --compile --profile
+    python benchmarks/bench_pack_throughput.py --shapes 128x4,256x4,384x6 --packs 8,16 --compile \
+        --compile-mode reduce-overhead                                # CUDA graphs
     OMP_NUM_THREADS=1 python benchmarks/bench_pack_throughput.py --device cpu --shapes 64x2 \\
         --vocab 512 --seq-len 64 --batch 4 --packs 2,4 --steps 3              # smoke run
 
 For each shape (d_model x n_layer, n_head = d_model / 64, GELU MLP) times, in one process, the
-solo training step exactly as benchmarks/bench_train_step.py does it (GPT, fused AdamW, clipping,
-bf16 autocast on CUDA) and the pack trainer's step for packs of K members (PackedGPT built from K
-seeded GPTs, PackedAdamW, per-member losses and clipping; scaling_cli/train/pack_trainer.py).
-Reports tokens/s summed over the pack's members, the speed-up over the solo step, MFU (tokens/s x
+plain-PyTorch baseline a user would otherwise run (benchmarks/plain_gpt.py: a nanoGPT-style model,
+torch.compile, bf16, fused AdamW, at --plain-batch sequences, 64 by default), the solo training step
+exactly as benchmarks/bench_train_step.py does it (GPT, fused AdamW, clipping, bf16 autocast on
+CUDA) and the pack trainer's step for packs of K members (PackedGPT built from K seeded GPTs,
+PackedAdamW, per-member losses and clipping; scaling_cli/train/pack_trainer.py).
+Reports tokens/s summed over the pack's members, the speed-up over the plain baseline and over the
+solo step, MFU (tokens/s x
 training FLOPs per token from scaling_cli.model.counting / the GPU's dense bf16 peak), the peak
 GPU memory of the step against the planner's estimate (K x scaling_cli.packs.member_bytes, which
 is what sizes automatic packs; the fixed PACK_OVERHEAD_BYTES is not included), and with --compile
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from contextlib import nullcontext
 import gc
 import platform
 import shlex
@@ -40,13 +46,15 @@ import torch
 from scaling_cli.config import ModelConfig, OptimConfig
 from scaling_cli.model.counting import flops_per_token
 from scaling_cli.model.gpt import GPT
-from scaling_cli.model.packed_gpt import PackedGPT, hidden_states_fn
-from scaling_cli.packs import training_bytes
-from scaling_cli.train.pack_trainer import compiled_hidden_states, pack_forward
+from scaling_cli.memory import training_bytes
+from scaling_cli.model.packed_gpt import PackedGPT, head_losses
+from scaling_cli.train import compiled
+from scaling_cli.train.compiled import StepCompiler
 from scaling_cli.train.packed_adamw import PackedAdamW
 from scaling_cli.train.trainer import autocast_context
 
 from bench_train_step import peak_flops, solo_step  # benchmarks/ is on sys.path when run as a script
+from plain_gpt import plain_step
 
 DEFAULT_SHAPES = "128x4,256x4,384x6,512x8,768x12"
 GIB = 1 << 30
@@ -79,7 +87,7 @@ def estimated_bytes(cfg: ModelConfig, batch: int, members: int) -> int:
 
 
 def pack_step(cfg: ModelConfig, members: int, batch: int, compile_model: bool,
-              device: torch.device) -> Callable[[], None]:
+              device: torch.device, compile_mode: str = "default") -> Callable[[], None]:
     """pack_trainer.train_pack's step, without the logging, diagnostics and data loading."""
     states = []
     for seed in range(members):
@@ -94,16 +102,18 @@ def pack_step(cfg: ModelConfig, members: int, batch: int, compile_model: bool,
     packed.load_member_states(states)
     del states
     optimizer = PackedAdamW(packed, [OptimConfig()] * members)
-    compiled = compiled_hidden_states("default", "inductor") if compile_model else None
-    lrs = torch.full((members,), OptimConfig().lr, dtype=torch.float64)
+    compiler = StepCompiler(compile_mode, pack=True) if compile_model else None
+    lrs = [OptimConfig().lr] * members
     x = torch.randint(0, cfg.vocab_size, (members, batch, cfg.seq_len), device=device)
     y = torch.randint(0, cfg.vocab_size, (members, batch, cfg.seq_len), device=device)
     packed.train()
 
     def step() -> None:
-        with autocast_context(device, "auto"):
-            hidden = pack_forward(packed, x, compiled) if compiled else hidden_states_fn(packed, x)
-            losses = packed.losses(hidden, y)
+        with autocast_context(device, "auto"), (compiler.forward(packed) if compiler else nullcontext()):
+            if compiler:
+                losses = compiler.head(packed, packed.trunk(x, compiler.run_block), y)
+            else:
+                losses = head_losses(packed, packed.trunk(x), y)
         losses.sum().backward()
         optimizer.clip_grad_norms()
         optimizer.step(lrs)
@@ -126,9 +136,10 @@ def release(device: torch.device) -> None:
 
 def measure(build: Callable[[], Callable[[], None]], tokens_per_step: int, warmup: int, steps: int,
             device: torch.device) -> Result:
-    # Each configuration compiles cold, so its compile time is its own (in a sweep, packs of one
-    # shape share a graph: the pack axis is dynamic, see pack_trainer.pack_forward).
-    torch._dynamo.reset()
+    # Each configuration compiles cold in this process, so its compile time is its own (in a sweep,
+    # packs of one shape share a graph: the pack axis is dynamic, see scaling_cli.train.compiled; the
+    # on-disk compile cache, $SCALING_CLI_CACHE/compile, may still serve a repeat of this benchmark).
+    compiled.reset()
     release(device)
     result = Result()
     try:
@@ -173,35 +184,41 @@ def fmt_row(cells: list[str], widths: list[int]) -> str:
 
 def benchmark(args: argparse.Namespace, device: torch.device) -> None:
     peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
-    header = ["shape", "K", "tok/s", "speed-up", "MFU", "peak GiB", "est GiB", "compile s"]
-    widths = [12, 8, 11, 8, 6, 9, 8, 9]
+    header = ["shape", "K", "tok/s", "vs plain", "vs solo", "MFU", "peak GiB", "est GiB", "compile s"]
+    widths = [12, 14, 11, 8, 8, 6, 9, 8, 9]
     print(fmt_row(header, widths))
     print(fmt_row(["-" * w for w in widths], widths))
     packs = [int(k) for k in args.packs.split(",") if k]
     for d_model, n_layer in parse_shapes(args.shapes):
         cfg = model_config(d_model, n_layer, args.vocab, args.seq_len)
         shape, tokens = f"d{d_model} L{n_layer}", args.batch * cfg.seq_len
-        solo = measure(partial(solo_step, cfg, args.batch, args.compile, device), tokens, args.warmup,
-                       args.steps, device)
-        print(fmt_row(row_cells(shape, "1 (solo)", solo, solo, cfg, estimated_bytes(cfg, args.batch, 1), peak,
+        plain = Result()
+        if args.plain_batch:
+            plain = measure(partial(plain_step, d_model, n_layer, args.vocab, args.seq_len, args.plain_batch, device,
+                                    args.compile), args.plain_batch * cfg.seq_len, args.warmup, args.steps, device)
+            print(fmt_row(row_cells(shape, f"plain B={args.plain_batch}", plain, plain, plain, cfg, None, peak,
+                                    args.compile), widths), flush=True)
+        solo = measure(partial(solo_step, cfg, args.batch, args.compile, device, args.compile_mode), tokens,
+                       args.warmup, args.steps, device)
+        print(fmt_row(row_cells(shape, "1 (solo)", solo, plain, solo, cfg, estimated_bytes(cfg, args.batch, 1), peak,
                                 args.compile), widths), flush=True)
         for k in packs:
-            res = measure(partial(pack_step, cfg, k, args.batch, args.compile, device), k * tokens, args.warmup,
-                          args.steps, device)
-            print(fmt_row(row_cells(shape, str(k), res, solo, cfg, estimated_bytes(cfg, args.batch, k), peak,
+            res = measure(partial(pack_step, cfg, k, args.batch, args.compile, device, args.compile_mode), k * tokens,
+                          args.warmup, args.steps, device)
+            print(fmt_row(row_cells(shape, str(k), res, plain, solo, cfg, estimated_bytes(cfg, args.batch, k), peak,
                                     args.compile), widths), flush=True)
 
 
-def row_cells(shape: str, label: str, res: Result, solo: Result, cfg: ModelConfig, est_bytes: int,
-              peak: float | None, compiled: bool) -> list[str]:
-    est = f"{est_bytes / GIB:.2f}"
+def row_cells(shape: str, label: str, res: Result, plain: Result, solo: Result, cfg: ModelConfig,
+              est_bytes: int | None, peak: float | None, compiled_step: bool) -> list[str]:
+    est = f"{est_bytes / GIB:.2f}" if est_bytes is not None else "-"  # the planner does not size the baseline
     if res.tokens_per_s is None:
-        return [shape, label, "OOM", "-", "-", "-", est, "-"]
-    speedup = f"{res.tokens_per_s / solo.tokens_per_s:.2f}x" if solo.tokens_per_s else "n/a"
+        return [shape, label, "OOM", "-", "-", "-", "-", est, "-"]
+    ratio = lambda base: f"{res.tokens_per_s / base.tokens_per_s:.2f}x" if base.tokens_per_s else "n/a"  # noqa: E731
     mfu = f"{100 * res.tokens_per_s * flops_per_token(cfg) / peak:.1f}%" if peak else "n/a"
     mem = f"{res.peak_bytes / GIB:.2f}" if res.peak_bytes is not None else "n/a"
-    warm = f"{res.warmup_s:.1f}" if compiled else "-"
-    return [shape, label, f"{res.tokens_per_s:,.0f}", speedup, mfu, mem, est, warm]
+    warm = f"{res.warmup_s:.1f}" if compiled_step else "-"
+    return [shape, label, f"{res.tokens_per_s:,.0f}", ratio(plain), ratio(solo), mfu, mem, est, warm]
 
 
 def profile(args: argparse.Namespace, device: torch.device) -> None:
@@ -212,7 +229,7 @@ def profile(args: argparse.Namespace, device: torch.device) -> None:
     d_model, n_layer = parse_shapes(args.shapes)[0]
     cfg = model_config(d_model, n_layer, args.vocab, args.seq_len)
     members = max(int(k) for k in args.packs.split(",") if k)
-    step = pack_step(cfg, members, args.batch, args.compile, device)
+    step = pack_step(cfg, members, args.batch, args.compile, device, args.compile_mode)
     for _ in range(args.warmup):
         step()
     sync(device)
@@ -281,7 +298,13 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=16, help="sequences per step per run")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the solo model and the pack forward")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the plain baseline, and the solo and pack steps (regional: one block, the head)")
+    parser.add_argument("--compile-mode", default="default", choices=("default", "reduce-overhead", "max-autotune",
+                                                                       "max-autotune-no-cudagraphs"),
+                        help="train.compile_mode of the solo and pack steps ('reduce-overhead': CUDA graphs)")
+    parser.add_argument("--plain-batch", type=int, default=64,
+                        help="sequences per step of the plain nanoGPT-style baseline (0: leave it out)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sweep-wall-time", action="store_true",
                         help="also time a whole sweep (the default GPU sweep, sweeps/gpu_default.yaml) from a cold start")
@@ -292,8 +315,8 @@ def main() -> int:
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"machine: {machine(device)}")
-    print(f"V={args.vocab} seq={args.seq_len} batch={args.batch}/run warmup={args.warmup} steps={args.steps} "
-          f"compile={args.compile}")
+    print(f"V={args.vocab} seq={args.seq_len} batch={args.batch}/run (plain: {args.plain_batch}) warmup={args.warmup} "
+          f"steps={args.steps} compile={args.compile} mode={args.compile_mode}")
     benchmark(args, device)
     if args.profile:
         profile(args, device)

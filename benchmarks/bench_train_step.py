@@ -21,6 +21,7 @@ import torch
 from scaling_cli.config import ModelConfig, OptimConfig
 from scaling_cli.model.counting import flops_per_token
 from scaling_cli.model.gpt import GPT
+from scaling_cli.train.compiled import StepCompiler
 from scaling_cli.train.trainer import build_optimizer
 
 # Dense bf16 tensor-core peaks (vendor datasheets, without sparsity).
@@ -31,18 +32,20 @@ def peak_flops(name: str) -> float | None:
     return next((v for k, v in PEAK_BF16.items() if k in name), None)
 
 
-def solo_step(cfg: ModelConfig, batch: int, compile_model: bool, device: torch.device) -> Callable[[], None]:
-    """One training step of one run, as train_run does it (model, fused loss, AdamW, clipping)."""
+def solo_step(cfg: ModelConfig, batch: int, compile_model: bool, device: torch.device,
+              compile_mode: str = "default") -> Callable[[], None]:
+    """One training step of one run, as train_run does it (model, fused loss, AdamW, clipping; with
+    compile_model, the trainer's regional compilation: scaling_cli.train.compiled)."""
     torch.manual_seed(0)
     model = GPT(cfg).to(device)
     optimizer = build_optimizer(model, OptimConfig(), device)
-    step_fn = torch.compile(model) if compile_model else model
+    compiler = StepCompiler(compile_mode) if compile_model else None
     x = torch.randint(0, cfg.vocab_size, (batch, cfg.seq_len), device=device)
     y = torch.randint(0, cfg.vocab_size, (batch, cfg.seq_len), device=device)
 
     def step() -> None:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = step_fn(x, y)
+            loss = compiler.head(model, model.trunk(x, compiler.run_block), y) if compiler else model(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

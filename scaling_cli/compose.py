@@ -47,6 +47,21 @@ def _register_sweeps(files: dict[str, Path]) -> None:
         store.store(group="sweep", name=name, node=node, package="_global_")
 
 
+GPU_DEFAULT_SWEEP = "small"
+"""The sweep `scaling-cli sweep` trains when CUDA is present and no sweep= is given (sweeps/small.yaml);
+without CUDA it is conf/config.yaml's default, `tiny`."""
+
+
+def hardware_default_sweep(overrides: Sequence[str]) -> str | None:
+    """GPU_DEFAULT_SWEEP when no sweep was named and torch sees a CUDA device, else None (the
+    config's own default). Only the sweep command asks: `compose` itself stays hardware-blind."""
+    if any(o.startswith(("sweep=", "+sweep=")) for o in overrides):
+        return None
+    import torch
+
+    return GPU_DEFAULT_SWEEP if torch.cuda.is_available() else None
+
+
 def normalise_overrides(overrides: Iterable[str]) -> list[str]:
     """Accept `+sweep=NAME` (the DESIGN.md spelling) for the `sweep` group, which has a default."""
     return [o[1:] if o.startswith("+sweep=") else o for o in overrides]

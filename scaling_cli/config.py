@@ -128,6 +128,10 @@ class TrainConfig:
     """Training tokens; the step count is ceil(tokens / (batch_size * seq_len)). Set this or steps."""
     steps: Optional[int] = None
     """Optimizer steps, when tokens is not set."""
+    tokens_per_param: Optional[float] = None
+    """Training tokens as a multiple M of the run's total parameter count (D = M x N; 20 is Hoffmann et
+    al.'s compute-optimal ratio). When set, the planner turns it into train.tokens for each model size
+    and it replaces train.tokens and train.steps, so one grid axis gives every size the same D/N."""
     batch_size: int = 16
     """Sequences per optimizer step."""
     eval_interval: int = 50
@@ -240,6 +244,10 @@ class SweepConfig:
     """Shape rule: d_model = aspect_ratio x n_layer (rounded to a multiple of 16)."""
     head_dim: int = 64
     """Shape rule: n_head = d_model / head_dim (at least 2, dividing d_model)."""
+    extra: List[Dict[str, Any]] = field(default_factory=list)
+    """More blocks of runs, each {grid: {...}, zip: [...]} expanded like the main grid (which contributes
+    only when it has axes of its own) and added to it; a run planned twice is kept once. For sparse
+    designs: a size x token-budget grid plus an lr axis at a few of its cells, not across all of them."""
     wsd_branches: List[float] = field(default_factory=list)
     """WSD branching (MiniCPM; Hagele et al. 2024): fractions of train.tokens, e.g. [0.25, 0.5, 1].
     Each grid point becomes one stable run plus one decay branch per fraction, each branch a
@@ -336,8 +344,11 @@ def validate(cfg: DictConfig | Config) -> None:
     _require(s.warmup >= 0, "schedule.warmup", f"must be >= 0, got {s.warmup}")
     _require(0 <= s.min_lr_ratio <= 1, "schedule.min_lr_ratio", f"must lie in [0, 1], got {s.min_lr_ratio}")
     _require(s.decay > 0, "schedule.decay", f"must be > 0, got {s.decay}")
-    _require((t.tokens is None) != (t.steps is None), "train.tokens",
-             "set exactly one of train.tokens and train.steps (train.tokens=null to count steps)")
+    if t.tokens_per_param is not None:  # the planner turns it into train.tokens (scaling_cli.plan)
+        _require(t.tokens_per_param > 0, "train.tokens_per_param", f"must be > 0, got {t.tokens_per_param}")
+    else:
+        _require((t.tokens is None) != (t.steps is None), "train.tokens",
+                 "set exactly one of train.tokens and train.steps (train.tokens=null to count steps)")
     if t.tokens is not None:
         _require(t.tokens > 0, "train.tokens", f"must be > 0, got {t.tokens}")
     if t.steps is not None:

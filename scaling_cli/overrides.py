@@ -145,7 +145,30 @@ def reconcile_axes(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
         values = OmegaConf.to_container(sweep.grid[key]) if OmegaConf.is_config(sweep.grid[key]) else sweep.grid[key]
         notes.append(f"{keys[key]} replaces the grid axis {key}: {values} of sweep '{name}'")
         del sweep.grid[key]
+    _check_extra_blocks(cfg, keys)
     return notes
+
+
+def _check_extra_blocks(cfg: DictConfig, keys: dict[str, str]) -> None:
+    """Plain overrides that an extra block's points or train.tokens_per_param would overwrite: errors.
+    A block is a grid of its own, so no single axis of it can be replaced by one value."""
+    sweep = cfg.sweep
+    varied: dict[str, int] = {}
+    for i, block in enumerate(sweep.get("extra") or []):
+        for key in list((block.get("grid") or {}).keys()) + [k for g in block.get("zip") or [] for k in g.keys()]:
+            varied.setdefault(str(key), i)
+    for key, i in varied.items():
+        if key in keys:
+            raise UserError(f"{key}: sweep '{sweep.name}' varies it in sweep.extra[{i}], a block of runs of its own, so "
+                            f"{keys[key]!r} would be overwritten there; drop the override, or drop the blocks with "
+                            "'sweep.extra=[]'")
+    axes = [*(sweep.grid or {}).keys(), *(k for g in sweep.zip or [] for k in g.keys()), *varied]
+    if OmegaConf.select(cfg, "train.tokens_per_param") is not None or "train.tokens_per_param" in axes:
+        for key in ("train.tokens", "train.steps"):
+            if key in keys:
+                raise UserError(f"{key}: sweep '{sweep.name}' sets every run's tokens by train.tokens_per_param "
+                                f"(D = M x N), so {keys[key]!r} would be overwritten; drop it, or set "
+                                "train.tokens_per_param=null and 'sweep.extra=[]' to give the tokens yourself")
 
 
 def _show_group(group: Any) -> str:

@@ -8,7 +8,8 @@ They may differ in lr, schedule, warmup, weight decay, betas, clipping, seed, in
 token budget and eval settings (scaling_cli.train.pack_trainer trains them).
 
 How many runs per pack: `launcher.pack_size`, or with 0 the most whose training state fits in the
-free GPU memory (`members_that_fit`, at most `launcher.pack_max`); 1 on a CPU. Packs go
+free GPU memory (`members_that_fit`, at most `launcher.pack_max`; per member a measured peak of that
+shape when one is recorded, else the calibrated estimate: scaling_cli.memory); 1 on a CPU. Packs go
 largest-first (by compute per run, then per pack), so a sweep mixing shapes does not end waiting
 on its biggest model.
 """
@@ -18,9 +19,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from scaling_cli.config import LauncherConfig, ModelConfig
-from scaling_cli.model.counting import count_params
-from scaling_cli.model.gpt import mlp_hidden_width
+from scaling_cli.config import LauncherConfig
+from scaling_cli.memory import member_bytes, training_bytes  # noqa: F401 (re-exported: the pack planner's sizes)
 from scaling_cli.model.packed_gpt import shape_fields
 from scaling_cli.plan import RunSpec
 from scaling_cli.worker import data_key
@@ -28,36 +28,15 @@ from scaling_cli.worker import data_key
 # Train settings that must be equal inside a pack (one process, one step function for all).
 _SHARED_TRAIN = ("batch_size", "device", "precision", "compile", "compile_mode", "threads")
 
-# Memory the pack needs besides its members: CUDA context and allocator slack, the fused loss's
-# bounded workspace (<= 64 MiB, kernels/lce_triton.py), compiled graphs' buffers.
+# Memory a pack needs besides its members: allocator slack and fragmentation, the fused loss's
+# bounded workspace (<= 64 MiB, kernels/lce_triton.py), autotuning's buffers, compiled graphs' buffers.
 PACK_OVERHEAD_BYTES = 1 << 30
-# Margin on the activation estimate below (allocator fragmentation, transient buffers).
-ACTIVATION_MARGIN = 1.25
 
 
 def pack_key(spec: RunSpec) -> tuple:
     """Runs with equal keys can train in one pack."""
     train = spec.config["train"]
     return (shape_fields(spec.config["model"]), data_key(spec), tuple(train.get(k) for k in _SHARED_TRAIN))
-
-
-def member_bytes(spec: RunSpec) -> int:
-    """GPU memory one run of a pack needs (`training_bytes` of its model and batch size)."""
-    return training_bytes(ModelConfig(**spec.config["model"]), spec.config["train"]["batch_size"])
-
-
-def training_bytes(model: ModelConfig, batch_size: int) -> int:
-    """Memory to train one model: fp32 weights, gradients and two Adam moments (16 bytes per
-    parameter), plus the activations autograd keeps for one step under bf16 autocast, counted per
-    token: per layer the fp32 residual and norm outputs, bf16 q/k/v and their rotated copies,
-    attention output, and the MLP's up/activation/down inputs. An estimate for eager mode;
-    torch.compile's fusions keep less."""
-    d, hidden = model.d_model, mlp_hidden_width(model)
-    up_width = 2 * hidden if model.mlp == "swiglu" else hidden
-    per_token_layer = 56 * d + 2 * (2 * up_width + hidden)
-    per_token = model.n_layer * per_token_layer + 16 * d  # + embedding output, final norm, loss input
-    tokens = batch_size * model.seq_len
-    return int(16 * count_params(model).total + ACTIVATION_MARGIN * tokens * per_token)
 
 
 def members_that_fit(spec: RunSpec, free_bytes: int, launcher: LauncherConfig) -> int:
@@ -102,3 +81,31 @@ def make_packs(specs: list[RunSpec], launcher: LauncherConfig, free_bytes: int |
         packs += [members[a:b] for a, b in zip(bounds, bounds[1:])]
     packs.sort(key=lambda p: (p[0].flops_per_token, sum(s.flops_to_train for s in p)), reverse=True)
     return packs
+
+
+def expected_compiles(specs: list[RunSpec], launcher: LauncherConfig) -> dict | None:
+    """What torch.compile will build for the runs with train.compile=true (None if there are none):
+    per architecture one graph per compiled region (scaling_cli.train.compiled.REGIONS: the block that
+    every layer shares, and the output head when the loss is an opaque op), once for packs (K >= 2,
+    one dynamic graph for every pack size) and once for a run training alone (K = 1: a run that is
+    never packed, or the last member of a pack whose others finished first). An upper bound: the
+    pack sizes chosen at launch come from free GPU memory, taken here as launcher.pack_max."""
+    from scaling_cli.train.compiled import REGIONS, loss_in_graph
+
+    runs = [s for s in specs if s.config["train"].get("compile")]
+    if not runs:
+        return None
+    on_cpu = runs[0].config["train"]["device"] == "cpu"
+    size = launcher.pack_size or (1 if on_cpu else launcher.pack_max)
+    variants: dict[tuple, set[str]] = defaultdict(set)
+    for pack in make_packs(runs, LauncherConfig(pack_size=size)):
+        kinds = variants[pack_key(pack[0])]
+        longest = max(s.steps for s in pack)
+        if len(pack) > 1:
+            kinds.add("pack")
+        if len(pack) == 1 or sum(s.steps == longest for s in pack) == 1:
+            kinds.add("alone")
+    regions = len(REGIONS) if loss_in_graph() else 1
+    return {"architectures": len(variants), "regions": regions,
+            "variants": sum(len(kinds) for kinds in variants.values()),
+            "graphs": regions * sum(len(kinds) for kinds in variants.values())}

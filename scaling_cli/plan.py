@@ -26,7 +26,8 @@ GROUP_KEYS = tuple(Config.__dataclass_fields__)
 # Keys that do not change what a run computes, so they stay out of its id.
 _ID_EXCLUDED = ("store", "sweep", "launcher")
 _ID_EXCLUDED_TRAIN = ("device", "threads", "compile", "compile_mode", "log_interval", "checkpoint_interval",
-                      "diagnostics_interval", "loggers")  # diagnostics and trackers only observe
+                      "diagnostics_interval", "loggers",  # diagnostics and trackers only observe
+                      "tokens_per_param")  # always resolved into train.tokens by then
 
 
 @dataclass
@@ -74,21 +75,36 @@ class RunSpec:
 
 def grid_points(sweep: DictConfig, planned: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """All grid points: the product of `grid` axes, `zip` groups (each group varies together) and
-    the `planned` points from budgets (shape + tokens, one axis)."""
-    axes: list[list[dict[str, Any]]] = [planned] if planned else []
-    for key, values in (sweep.grid or {}).items():
-        values = _as_list(values, f"sweep.grid.{key}")
-        axes.append([{key: v} for v in values])
-    for i, group in enumerate(sweep.zip or []):
-        lengths = {key: len(_as_list(values, f"sweep.zip[{i}].{key}")) for key, values in group.items()}
-        if len(set(lengths.values())) > 1:
-            raise ConfigError(f"sweep.zip[{i}]: zipped axes need equal lengths, got {lengths}")
-        keys = list(group.keys())
-        axes.append([dict(zip(keys, combo)) for combo in zip(*(group[k] for k in keys))])
-    points = [dict(kv for part in combo for kv in part.items()) for combo in itertools.product(*axes)]
+    the `planned` points from budgets (shape + tokens, one axis), then the points of each `extra`
+    block (a grid and zip groups of its own). With extra blocks, a main grid without axes adds
+    nothing (rather than one run of the bare config)."""
+    extra = sweep.get("extra") or []
+    points = _block_points(sweep.get("grid"), sweep.get("zip"), planned, "sweep.")
+    if extra and not (planned or sweep.get("grid") or sweep.get("zip")):
+        points = []
+    for i, block in enumerate(extra):
+        where = f"sweep.extra[{i}]"
+        if not isinstance(block, (dict, DictConfig)) or set(block.keys()) - {"grid", "zip"}:
+            raise ConfigError(f"{where}: a block is {{grid: {{key: [values]}}, zip: [{{key: [values]}}]}}, got {block!r}")
+        points += _block_points(block.get("grid"), block.get("zip"), None, f"{where}.")
     if not points:
         raise ConfigError("sweep: the grid expands to no runs (an axis has an empty list); give every axis at least one value")
     return points
+
+
+def _block_points(grid, zips, planned: list[dict[str, Any]] | None, prefix: str) -> list[dict[str, Any]]:
+    """The points of one block: the product of its grid axes, zip groups and planned points."""
+    axes: list[list[dict[str, Any]]] = [planned] if planned else []
+    for key, values in (grid or {}).items():
+        values = _as_list(values, f"{prefix}grid.{key}")
+        axes.append([{key: v} for v in values])
+    for i, group in enumerate(zips or []):
+        lengths = {key: len(_as_list(values, f"{prefix}zip[{i}].{key}")) for key, values in group.items()}
+        if len(set(lengths.values())) > 1:
+            raise ConfigError(f"{prefix}zip[{i}]: zipped axes need equal lengths, got {lengths}")
+        keys = list(group.keys())
+        axes.append([dict(zip(keys, combo)) for combo in zip(*(group[k] for k in keys))])
+    return [dict(kv for part in combo for kv in part.items()) for combo in itertools.product(*axes)]
 
 
 def _as_list(values: Any, field_name: str) -> list:
@@ -120,6 +136,7 @@ def expand(cfg: DictConfig) -> list[RunSpec]:
             except OmegaConfBaseException as err:
                 raise ConfigError(f"{key}: {str(err).splitlines()[0]} (value {value!r} in the sweep grid)") from err
         _check_complete(run_cfg)
+        _resolve_tokens_per_param(run_cfg)
         validate(run_cfg)
         family = _wsd_family(run_cfg, point) if cfg.sweep.wsd_branches else [_spec(run_cfg, point, cfg.sweep.name)]
         for spec in family:
@@ -129,9 +146,26 @@ def expand(cfg: DictConfig) -> list[RunSpec]:
     return specs
 
 
+def _resolve_tokens_per_param(run_cfg: DictConfig) -> None:
+    """train.tokens_per_param = M becomes train.tokens = M x N (N: this run's total parameters), so
+    the run is the same run, with the same id, as one planned with those tokens directly."""
+    multiple = run_cfg.train.tokens_per_param
+    if multiple is None:
+        return
+    if not multiple > 0:
+        raise ConfigError(f"train.tokens_per_param: must be > 0, got {multiple}")
+    params = count_params(OmegaConf.to_object(run_cfg.model)).total
+    run_cfg.train.tokens = float(multiple * params)
+    run_cfg.train.steps = None
+    run_cfg.train.tokens_per_param = None
+
+
 def _budget_axis(cfg: DictConfig) -> list[dict[str, Any]] | None:
     if not (cfg.sweep.budgets or cfg.sweep.target_params):
         return None
+    if cfg.train.tokens_per_param is not None:
+        raise ConfigError("train.tokens_per_param: sweep.budgets and sweep.target_params plan the tokens themselves; "
+                          "drop one of them")
     from scaling_cli.budget import budget_points
     from scaling_cli.config import ModelConfig
 

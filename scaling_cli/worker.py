@@ -113,6 +113,10 @@ def _train(specs: list[RunSpec], store: RunStore, progress) -> dict[str, str]:
     """Train claimed runs (alone, or as a pack when several) -> {run_id: outcome}. A crash or an
     interrupt is recorded for every run that had not finished (a pack's finished members keep
     their status): `failed` with the error, or `pending` to resume from the last checkpoint."""
+    from scaling_cli.train.compiled import configure_cache
+
+    configure_cache()  # a Ray or SLURM worker did not inherit the sweep's environment
+
     def unfinished() -> list[RunSpec]:
         return [s for s in specs if store.status(s.run_id)["state"] not in SKIP_STATES]
 

@@ -22,7 +22,7 @@ from scaling_cli.model.packed_gpt import PackedGPT
 from scaling_cli.packs import make_packs, member_bytes, members_that_fit, pack_key
 from scaling_cli.plan import expand
 from scaling_cli.store import RunStore, load_curves, load_evals, load_runs
-from scaling_cli.train import pack_trainer
+from scaling_cli.train import compiled, pack_trainer
 from scaling_cli.train.packed_adamw import PackedAdamW
 from scaling_cli.train.trainer import build_optimizer, train_run
 from scaling_cli.worker import FINISHED_ELSEWHERE, execute_pack, prepared_data
@@ -227,23 +227,24 @@ def test_a_diverging_member_leaves_the_pack_without_touching_the_others(tmp_path
     assert_same_curves(tmp_path / "alone", tmp_path / "pack", healthy)
 
 
-def test_one_compile_serves_every_pack_of_a_shape(tmp_path, monkeypatch):
+def test_one_compile_serves_every_layer_and_every_pack_of_a_shape(tmp_path, monkeypatch):
+    """Regional compilation: one graph per region (the block, shared by both layers; the head when the
+    loss is an opaque op) serves a pack of 3 and then another pack of 2 of the same shape."""
     counter = torch._dynamo.testing.CompileCounter()
-    monkeypatch.setattr(pack_trainer, "COMPILE_BACKEND", counter)
-    pack_trainer.compiled_hidden_states.cache_clear()
-    torch._dynamo.reset()
+    monkeypatch.setattr(compiled, "COMPILE_BACKEND", counter)
+    compiled.reset()
     specs = expand(compose(["sweep=single", *TINY_OVERRIDES, "eval=none", "train.compile=true", "train.tokens=2560",
-                            "sweep.grid={optim.lr:[1e-3,2e-3,3e-3,4e-3,5e-3]}", f"store.root={tmp_path}"]))
+                            "model.n_layer=2", "sweep.grid={optim.lr:[1e-3,2e-3,3e-3,4e-3,5e-3]}",
+                            f"store.root={tmp_path}"]))
     store = RunStore(str(tmp_path))
     register_runs(specs, store)
     data = prepared_data(specs[0])
     try:
         pack_trainer.train_pack(specs[:3], store, data)  # K = 3
         pack_trainer.train_pack(specs[3:], store, data)  # another pack of the shape, K = 2
-        assert counter.frame_count == 1
+        assert counter.frame_count == 1 + compiled.loss_in_graph()
     finally:
-        pack_trainer.compiled_hidden_states.cache_clear()
-        torch._dynamo.reset()
+        compiled.reset()
     assert (load_runs(str(tmp_path))["status"] == "done").all()
 
 

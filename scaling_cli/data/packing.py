@@ -27,10 +27,14 @@ class PackedSequences:
         self.stream = stream
         self.seq_len = seq_len
 
+    def windows(self, indices: np.ndarray) -> Tensor:
+        """Token windows [len(indices), seq_len + 1] (int64): inputs are [:, :-1], targets [:, 1:]."""
+        offsets = indices[:, None] * self.seq_len + np.arange(self.seq_len + 1)[None, :]
+        return torch.from_numpy(self.stream[offsets].astype(np.int64))
+
     def sequences(self, indices: np.ndarray) -> tuple[Tensor, Tensor]:
         """Inputs and targets [len(indices), seq_len] as int64 tensors."""
-        offsets = indices[:, None] * self.seq_len + np.arange(self.seq_len + 1)[None, :]
-        window = torch.from_numpy(self.stream[offsets].astype(np.int64))
+        window = self.windows(indices)
         return window[:, :-1], window[:, 1:]
 
 

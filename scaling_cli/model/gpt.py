@@ -10,6 +10,7 @@ scale and the output multiplier to μP's width rules (scaling_cli/model/mup.py).
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,10 @@ from torch import Tensor, nn
 from scaling_cli.config import ModelConfig
 from scaling_cli.model import mup
 from scaling_cli.model.loss import lm_loss
+
+
+BlockRunner = Callable[..., Tensor]
+"""Runs a transformer block: run_block(block, x, *block_args) -> block(x, *block_args), or its compiled twin."""
 
 
 def mlp_hidden_width(cfg: ModelConfig) -> int:
@@ -126,12 +131,24 @@ class GPT(nn.Module):
             scale = 1 / math.sqrt(2 * self.cfg.n_layer) if name.endswith(("proj.weight", "down.weight")) else 1.0
             nn.init.normal_(param, mean=0.0, std=std * scale)
 
-    def hidden_states(self, idx: Tensor) -> Tensor:
-        """Final normalised hidden states [batch, seq, d_model] (times μP's output multiplier)."""
+    def trunk(self, idx: Tensor, run_block: BlockRunner | None = None) -> Tensor:
+        """The residual stream after the last block [batch, seq, d_model]. `run_block(block, x, cos,
+        sin)` runs each block instead of calling it (a compiled block shared by every layer:
+        scaling_cli.train.compiled)."""
         x = self.embed(idx)
         for block in self.blocks:
-            x = block(x, self.rope_cos, self.rope_sin)
-        return self.final_norm(x)
+            x = block(x, self.rope_cos, self.rope_sin) if run_block is None else run_block(
+                block, x, self.rope_cos, self.rope_sin)
+        return x
+
+    def hidden_states(self, idx: Tensor) -> Tensor:
+        """Final normalised hidden states [batch, seq, d_model] (times μP's output multiplier)."""
+        return self.final_norm(self.trunk(idx))
+
+    def head_loss(self, x: Tensor, targets: Tensor) -> Tensor:
+        """Mean loss of `targets` from the residual stream after the last block (`trunk`): the final
+        norm and the fused loss, the model's output head."""
+        return lm_loss(self.final_norm(x), self.lm_head.weight, targets, self.cfg)
 
     def forward(self, idx: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
         """Language-modelling loss of `targets` given `idx` (nats per token for 'mean')."""

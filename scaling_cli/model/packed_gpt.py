@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from scaling_cli.config import ModelConfig
 from scaling_cli.model import mup
-from scaling_cli.model.gpt import GPT, apply_rope, mlp_hidden_width, rope_tables
+from scaling_cli.model.gpt import GPT, BlockRunner, apply_rope, mlp_hidden_width, rope_tables
 from scaling_cli.model.loss import lm_loss_heads
 
 # Model fields that may differ inside a pack: they change values, never shapes or the forward's
@@ -144,6 +144,9 @@ class PackedGPT(nn.Module):
             raise ValueError("pack members must share every model field except " + ", ".join(PER_MEMBER_FIELDS))
         self.cfgs = list(cfgs)
         cfg, members = cfgs[0], len(cfgs)
+        # What every member shares (shape, soft-cap, loss implementation), for code that a compiled
+        # region runs: it must not read the list of members, whose length would specialise the graph.
+        self.shape_cfg = cfg
         self.embed = PackedEmbedding(members, cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(PackedBlock(members, cfg) for _ in range(cfg.n_layer))
         self.final_norm = PackedRMSNorm(members, cfg.d_model, mup.output_multiplier(cfg))  # 1 unless μP
@@ -201,13 +204,20 @@ class PackedGPT(nn.Module):
         self.z_loss = self.z_loss.index_select(0, index)
         self.cfgs = [self.cfgs[i] for i in members]
 
-    def hidden_states(self, idx: Tensor) -> Tensor:
-        """Final normalised hidden states [K, batch * seq, d_model] of inputs [K, batch, seq]."""
+    def trunk(self, idx: Tensor, run_block: BlockRunner | None = None) -> Tensor:
+        """The residual stream after the last block [K, batch * seq, d_model] of inputs [K, batch, seq].
+        `run_block(block, x, batch, cos, sin)` runs each block instead of calling it (a compiled block
+        shared by every layer: scaling_cli.train.compiled)."""
         members, batch, seq = idx.shape
         x = self.embed(idx).view(members, batch * seq, -1)
         for block in self.blocks:
-            x = block(x, batch, self.rope_cos, self.rope_sin)
-        return self.final_norm(x)
+            x = block(x, batch, self.rope_cos, self.rope_sin) if run_block is None else run_block(
+                block, x, batch, self.rope_cos, self.rope_sin)
+        return x
+
+    def hidden_states(self, idx: Tensor) -> Tensor:
+        """Final normalised hidden states [K, batch * seq, d_model] of inputs [K, batch, seq]."""
+        return self.final_norm(self.trunk(idx))
 
     def forward(self, idx: Tensor, targets: Tensor) -> Tensor:
         """Mean language-modelling loss of each member [K] (nats/token), each under its own z-loss."""
@@ -218,7 +228,7 @@ class PackedGPT(nn.Module):
         targets [K, ...]: the fused
         linear + cross-entropy over all K heads at once (logits never materialised; each kernel
         launch covers every head, so a pack launches as often as one run)."""
-        return lm_loss_heads(hidden, self.lm_head.weight, targets, self.cfgs, reduction, z_loss=self.z_loss)
+        return lm_loss_heads(hidden, self.lm_head.weight, targets, [self.shape_cfg], reduction, z_loss=self.z_loss)
 
     def member(self, k: int) -> GPT:
         """A standalone GPT holding a copy of member k (for validation, evals and model.pt)."""
@@ -231,8 +241,8 @@ class PackedGPT(nn.Module):
         return model
 
 
-def hidden_states_fn(model: PackedGPT, idx: Tensor) -> Tensor:
-    """`model.hidden_states` as a free function: what the pack trainer compiles. Compiled once, it
-    serves every pack of a shape in the process (dynamo guards on shapes, not module identity),
-    and the loss stays outside the graph, so members' z-loss or soft-cap values never recompile."""
-    return model.hidden_states(idx)
+def head_losses(model: PackedGPT, x: Tensor, targets: Tensor) -> Tensor:
+    """Each member's mean loss [K] from the residual stream after the last block (`trunk`): the
+    final norm and the fused loss, the pack's output head (a compiled region of its own when the
+    loss is an opaque op: scaling_cli.train.compiled)."""
+    return model.losses(model.final_norm(x), targets)

@@ -85,6 +85,18 @@ def update_ratio(snapshot: list[tuple[Tensor, Tensor]]) -> Tensor:
     return ratios.nanmean()
 
 
+def to_host(pending: list[dict[int, dict[str, Tensor | float]]]) -> None:
+    """Replace every device value still pending by its float, in one device-to-host copy (a log
+    flush reads all of them; one copy each would sync once per value)."""
+    slots = [(values, name) for table in pending for values in table.values()
+             for name, value in values.items() if isinstance(value, Tensor)]
+    if not slots:
+        return
+    fetched = torch.stack([values[name].detach().float().reshape(()) for values, name in slots]).cpu().tolist()
+    for (values, name), value in zip(slots, fetched):
+        values[name] = value
+
+
 class StepDiagnostics:
     """What the trainer calls around each optimizer step; a no-op except on diagnostic steps.
 
@@ -119,6 +131,7 @@ class StepDiagnostics:
 
     def row(self, row_step: int) -> dict[str, float]:
         """The diagnostics of curve row `row_step` as floats (NaN on steps not diagnosed)."""
+        to_host([self._pending])
         values = self._pending.pop(row_step, {})
         return {name: float(values[name]) if name in values else math.nan for name in COLUMNS}
 
@@ -152,6 +165,7 @@ class PackDiagnostics:
         self._snapshot = None
 
     def row(self, k: int, row_step: int) -> dict[str, float]:
+        to_host(self._pending)
         values = self._pending[k].pop(row_step, {})
         return {name: float(values[name]) if name in values else math.nan for name in COLUMNS}
 

@@ -16,44 +16,27 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from functools import lru_cache
+from contextlib import nullcontext
 
 import numpy as np
 import torch
 
 from scaling_cli.data.prepare import PreparedData
 from scaling_cli.faults import crash_point
+from scaling_cli.memory import record_peak
 from scaling_cli.model.gpt import GPT
-from scaling_cli.model.packed_gpt import PackedGPT, hidden_states_fn
+from scaling_cli.model.packed_gpt import PackedGPT, head_losses
 from scaling_cli.plan import RunSpec
 from scaling_cli.store import RunStore
 from scaling_cli.train.diagnostics import PackDiagnostics
 from scaling_cli.train.evaluate import pack_validation_losses
 from scaling_cli.train.packed_adamw import PackedAdamW
-from scaling_cli.train.trainer import RECOMPILE_LIMIT, ProgressHook, RunRecorder, autocast_context, pick_device
+from scaling_cli.train.compiled import CompileClock, StepCompiler
+from scaling_cli.train.trainer import ProgressHook, RunRecorder, autocast_context, fetch_to_host, pick_device, to_device
 
-COMPILE_BACKEND = "inductor"
-"""torch.compile backend of packs (tests swap in a counting backend)."""
-
-
-@lru_cache(maxsize=None)
-def compiled_hidden_states(mode: str, backend: str | object):
-    """One compiled forward per process and mode, shared by every pack (see `pack_forward`)."""
-    return torch.compile(hidden_states_fn, mode=None if mode == "default" else mode, backend=backend)
-
-
-def pack_forward(packed: PackedGPT, inputs: torch.Tensor, compiled) -> torch.Tensor:
-    """Hidden states of a pack through the compiled forward, with the pack axis K symbolic.
-
-    Dynamo guards on shapes, not module identity, so every pack of an architecture reuses one
-    graph; marking K dynamic (on the inputs and on the parameters, which dynamo otherwise treats
-    as static) lets that graph also serve packs of other sizes and a pack that shrinks as its
-    members finish. Only K = 1 gets a graph of its own (dynamo specialises size-1 dimensions)."""
-    with torch._dynamo.config.patch(force_parameter_static_shapes=False, recompile_limit=RECOMPILE_LIMIT):
-        torch._dynamo.maybe_mark_dynamic(inputs, 0)
-        for param in packed.parameters():
-            torch._dynamo.maybe_mark_dynamic(param, 0)
-        return compiled(packed, inputs)
+PEAK_AFTER_STEPS = 3
+"""A pack's memory peak is recorded after this many training steps: past compilation, in steady state,
+before the first periodic validation or checkpoint."""
 
 
 def train_pack(specs: list[RunSpec], store: RunStore, data: PreparedData,
@@ -90,7 +73,7 @@ def _train_pack(runs: list[RunRecorder], store: RunStore, progress: ProgressHook
     for k, state in enumerate(optimizer_states):
         if state is not None:
             optimizer.load_member_state_dict(k, state)
-    compiled = compiled_hidden_states(train_cfg.compile_mode, COMPILE_BACKEND) if train_cfg.compile else None
+    compiler = StepCompiler(train_cfg.compile_mode, pack=True) if train_cfg.compile else None
     autocast = lambda: autocast_context(device, train_cfg.precision)  # noqa: E731
     diagnostics = PackDiagnostics([run.cfg.train.diagnostics_interval for run in runs], autocast)
     validate = lambda members: _validation_losses(packed, runs, members, autocast)  # noqa: E731
@@ -98,30 +81,42 @@ def _train_pack(runs: list[RunRecorder], store: RunStore, progress: ProgressHook
     for k, run in enumerate(runs):
         run.begin(lambda k=k: packed.member(k), initial.get(k))
         run.step = run.start
-    pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (losses [K], grad norms [K]) per step
+    pending: list[torch.Tensor] = []  # losses [K], grad norms [K], alternating, per step (on the device)
     host: list[tuple[list[float], list[float]]] = [([], []) for _ in runs]  # fetched, not yet logged
     packed.train()
     pack_id, pack_size, started, first_step_s = runs[0].spec.run_id, len(runs), time.perf_counter(), None
+    if device.type == "cuda":  # the peak of the training steps alone, for the memory records (scaling_cli.memory)
+        torch.cuda.reset_peak_memory_stats(device)
+    steps_done, clock = 0, CompileClock(device, enabled=compiler is not None)
     while runs:
+        clock.start()
         steps = [run.step for run in runs]
-        lrs = torch.tensor([run.lrs[run.step] for run in runs], dtype=torch.float64)
-        inputs, targets = (torch.stack(parts) for parts in zip(*(run.batch(run.step) for run in runs)))
+        lrs = [float(run.lrs[run.step]) for run in runs]  # host scalars: the optimizer takes them as kernel arguments
+        # every member's batch in one pinned host tensor and one asynchronous copy
+        inputs, targets = to_device(torch.stack([run.window(run.step) for run in runs]), device)
         diagnostics.begin(packed, steps, inputs, targets)
-        with autocast():
-            hidden = pack_forward(packed, inputs, compiled) if compiled else packed.hidden_states(inputs)
-            losses = packed.losses(hidden, targets)
+        with autocast(), (compiler.forward(packed) if compiler else nullcontext()):
+            if compiler:
+                losses = compiler.head(packed, packed.trunk(inputs, compiler.run_block), targets)
+            else:
+                losses = head_losses(packed, packed.trunk(inputs), targets)
         losses.sum().backward()  # member k's gradient is that of its own mean loss
         grad_norms = optimizer.clip_grad_norms()
         diagnostics.before_update(packed)
         optimizer.step(lrs)
         diagnostics.after_update()
         optimizer.zero_grad()
+        clock.stop()
         crash_point("step")
-        pending.append((losses.detach(), grad_norms))
+        pending += (losses.detach(), grad_norms)
         if first_step_s is None:  # compilation (if any) happens here; reported in each member's status
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             first_step_s = time.perf_counter() - started
+        steps_done += 1
+        if device.type == "cuda" and steps_done == PEAK_AFTER_STEPS:  # allocator statistics: no sync
+            record_peak(runs[0].spec, len(runs), torch.cuda.max_memory_allocated(device),
+                        torch.cuda.get_device_name(device))
         for run in runs:
             run.step += 1
         due = [k for k, run in enumerate(runs) if run.due(run.step)]
@@ -141,7 +136,8 @@ def _train_pack(runs: list[RunRecorder], store: RunStore, progress: ProgressHook
                     val.get(k))
                 if run.step == run.spec.steps:
                     outcomes[run.spec.run_id] = run.finish(packed.member(k), val[k], pack_size=pack_size,
-                                                           pack_id=pack_id, first_step_s=first_step_s)
+                                                           pack_id=pack_id, first_step_s=first_step_s,
+                                                           compile_s=clock.seconds)
                     leaving.append(k)
             except Exception as err:  # one member's evals or files failing must not stop the others
                 _fail(store, run, err)
@@ -199,13 +195,12 @@ def _starting_state(run: RunRecorder) -> tuple[dict, dict | None]:
     return GPT(run.cfg.model).state_dict(), None
 
 
-def _fetch(pending: list[tuple[torch.Tensor, torch.Tensor]], host: list[tuple[list[float], list[float]]]) -> None:
-    """Move the pending per-step values to the host, one list per member (one sync for all steps)."""
+def _fetch(pending: list[torch.Tensor], host: list[tuple[list[float], list[float]]]) -> None:
+    """Move the pending per-step values to the host, one list per member (one copy for all steps)."""
     if not pending:
         return
-    losses = torch.stack([p[0] for p in pending]).float().cpu().numpy()
-    norms = torch.stack([p[1] for p in pending]).float().cpu().numpy()
+    values = fetch_to_host(pending).reshape(len(pending) // 2, 2, -1)  # [steps, (loss, norm), K]
     pending.clear()
     for k, (member_losses, member_norms) in enumerate(host):
-        member_losses.extend(losses[:, k].tolist())
-        member_norms.extend(norms[:, k].tolist())
+        member_losses.extend(values[:, 0, k].tolist())
+        member_norms.extend(values[:, 1, k].tolist())

@@ -10,16 +10,25 @@ and the parameter groups are exactly `build_optimizer`'s (decay on matrices exce
 A member's optimizer state converts to and from torch AdamW's state dict (`member_state_dict`,
 `load_member_state_dict`): checkpoints of packed and solo runs are interchangeable, so a run can
 start in a pack and resume alone, or the other way round.
+
+Launches: the update is torch's own fused AdamW kernel (`torch._fused_adamw_`, what
+`torch.optim.AdamW(fused=True)` runs for a solo run on CUDA), called once per member and parameter
+group over that member's slices of every parameter (a multi-tensor launch), with the member's
+hyperparameters as host scalars: K x groups launches per step instead of ~8 elementwise kernels
+per parameter, and no per-step host-to-device copy. Clipping is one multi-tensor norm over all
+slices plus one multi-tensor scale per member. Nothing here reads a device value on the host.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.optim.adamw import adamw as adamw_functional
 
 from scaling_cli.config import ModelConfig, OptimConfig
 from scaling_cli.model.gpt import GPT
@@ -67,57 +76,71 @@ class PackedAdamW:
         self.exp_avg = {n: torch.zeros_like(p) for n, p in params.items()}
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in params.items()}
         self.steps = torch.zeros(model.members, dtype=torch.float64)
+        """Each member's step count on the host (for checkpoints); `_device_steps` mirrors it for the kernel."""
+        device = next(model.parameters()).device
+        self._device_steps = torch.zeros(model.members, dtype=torch.float32, device=device)
         self._clip_limits: Tensor | None = None  # [K] on the device, built at the first clip
+        self._slices()
 
-    def _per_member(self, field: str) -> Tensor:
-        return torch.tensor([getattr(o, field) for o in self.optims], dtype=torch.float64)
+    def _slices(self) -> None:
+        """Per group and member, that member's slices of the parameters and Adam moments (views,
+        rebuilt when the pack's parameters are replaced)."""
+        self._member_slices = []
+        for group, params in self.groups:
+            tables = [[p.detach() for p in params], [self.exp_avg[n] for n in group.names],
+                      [self.exp_avg_sq[n] for n in group.names]]
+            self._member_slices.append([tuple([t[k] for t in table] for table in tables)
+                                        for k in range(self.model.members)])
+
+    def _grad_slices(self) -> list[list[list[Tensor]]]:
+        """[group][member] -> that member's gradient slices, in the order of `_member_slices`."""
+        out = []
+        for _, params in self.groups:
+            grads = [p.grad for p in params]
+            if any(g is None for g in grads):
+                raise RuntimeError("PackedAdamW: a parameter of the pack has no gradient; call backward first")
+            out.append([[g[k] for g in grads] for k in range(self.model.members)])
+        return out
 
     @torch.no_grad()
     def clip_grad_norms(self) -> Tensor:
         """Clip each member's gradient to its own optim.grad_clip (<= 0: no clipping) and return the
         per-member norms before clipping [K], as torch.nn.utils.clip_grad_norm_ does for one run."""
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        norms = torch.stack([g.flatten(1).float().norm(dim=1) for g in grads]).norm(dim=0)
+        members = self.model.members
+        slices = [[g[k] for g in (p.grad for p in self.model.parameters() if p.grad is not None)]
+                  for k in range(members)]
+        flat = [g for member in slices for g in member]
+        norms = torch.stack(torch._foreach_norm(flat)).view(members, -1).float()
+        norms = torch.linalg.vector_norm(norms, dim=1)
         if self._clip_limits is None or self._clip_limits.device != norms.device:
             self._clip_limits = torch.tensor([o.grad_clip if o.grad_clip > 0 else math.inf for o in self.optims],
                                              device=norms.device)
         coef = (self._clip_limits / (norms + 1e-6)).clamp(max=1.0)
-        for g in grads:
-            g.mul_(_bcast(coef.to(g.dtype), g))
+        for k, optim in enumerate(self.optims):
+            if optim.grad_clip > 0:  # a member without clipping would be scaled by exactly 1
+                torch._foreach_mul_(slices[k], coef[k])
         return norms
 
     @torch.no_grad()
-    def step(self, lrs: Tensor) -> None:
-        """One AdamW update; lrs [K] (CPU) are the members' schedule learning rates at this step."""
+    def step(self, lrs: Sequence[float] | Tensor) -> None:
+        """One AdamW update; lrs [K] (host values) are the members' schedule learning rates at this step."""
+        lrs = lrs.tolist() if isinstance(lrs, Tensor) else [float(lr) for lr in lrs]
         self.steps += 1
-        beta1, beta2, eps, wd = (self._per_member(f) for f in ("beta1", "beta2", "eps", "weight_decay"))
-        bias1 = 1 - beta1 ** self.steps
-        bias2_sqrt = (1 - beta2 ** self.steps).sqrt()
-        # Every per-member factor of every group, computed in float64 on the host and moved to the
-        # device in one copy: [group, factor, K].
-        table, lrs = [], lrs.double().cpu()
-        for group, _ in self.groups:
-            lr = lrs * group.lr_mult
-            decay = 1 - lr * wd if group.decay else torch.ones_like(lr)
-            table.append(torch.stack([decay, 1 - beta1, beta2, 1 - beta2, -lr / bias1, bias2_sqrt, eps]))
-        device = next(self.model.parameters()).device
-        table = torch.stack(table).float()
-        if device.type == "cuda":  # pinned, so the copy is truly asynchronous
-            table = table.pin_memory()
-        table = table.to(device, non_blocking=True)
-        for (group, params), factors in zip(self.groups, table):
-            for name, param in zip(group.names, params):
-                if param.grad is None:
-                    continue
-                decay, one_minus_b1, beta2_, one_minus_b2, step_size, b2_sqrt, eps_ = (
-                    _bcast(f, param) for f in factors)
-                grad, m, v = param.grad, self.exp_avg[name], self.exp_avg_sq[name]
-                if group.decay:
-                    param.mul_(decay)
-                m.lerp_(grad, one_minus_b1)
-                v.mul_(beta2_).addcmul_(grad, grad * one_minus_b2)
-                denom = (v.sqrt() / b2_sqrt).add_(eps_)
-                param.addcdiv_(m * step_size, denom)
+        self._device_steps += 1
+        grads = self._grad_slices()
+        fused = self._device_steps.device.type == "cuda"
+        for (group, _), member_slices, member_grads in zip(self.groups, self._member_slices, grads):
+            for k, ((params, exp_avgs, exp_avg_sqs), grad, optim) in enumerate(zip(member_slices, member_grads,
+                                                                                  self.optims)):
+                hyper = dict(lr=lrs[k] * group.lr_mult, beta1=optim.beta1, beta2=optim.beta2, eps=optim.eps,
+                             weight_decay=optim.weight_decay if group.decay else 0.0, amsgrad=False, maximize=False)
+                if fused:  # the kernel torch.optim.AdamW(fused=True) runs for a solo run; it reads the step count
+                    torch._fused_adamw_(params, grad, exp_avgs, exp_avg_sqs, [], [self._device_steps[k]] * len(params),
+                                        **hyper)
+                else:  # CPU (tests, never a speed path): the solo CPU AdamW's code path, for identical numbers
+                    steps = [torch.tensor(float(self.steps[k]) - 1) for _ in params]  # it counts them up itself
+                    adamw_functional(params, grad, exp_avgs, exp_avg_sqs, [], steps, foreach=False,
+                                            fused=False, **hyper)
 
     def zero_grad(self) -> None:
         for param in self.model.parameters():
@@ -130,10 +153,12 @@ class PackedAdamW:
             for name in table:
                 table[name] = table[name].index_select(0, index)
         self.steps = self.steps[members]
+        self._device_steps = self._device_steps.index_select(0, index)
         self.optims = [self.optims[i] for i in members]
         self._clip_limits = None
         params = dict(self.model.named_parameters())
         self.groups = [(group, [params[n] for n in group.names]) for group, _ in self.groups]
+        self._slices()
 
     def member_state_dict(self, k: int, lr: float) -> dict:
         """Member k's state as torch.optim.AdamW.state_dict() of the run trained alone."""
@@ -160,12 +185,9 @@ class PackedAdamW:
         if len(steps) > 1:
             raise ValueError(f"optimizer state has parameters at different steps {sorted(steps)}")
         self.steps[k] = steps.pop() if steps else 0.0
+        self._device_steps[k] = float(self.steps[k])  # once, at load: not on the step path
         for index, name in enumerate(names):
             if index in saved:
                 self.exp_avg[name][k].copy_(saved[index]["exp_avg"])
                 self.exp_avg_sq[name][k].copy_(saved[index]["exp_avg_sq"])
 
-
-def _bcast(values: Tensor, like: Tensor) -> Tensor:
-    """[K] -> [K, 1, ..., 1] against a [K, ...] tensor."""
-    return values.view(-1, *([1] * (like.dim() - 1)))

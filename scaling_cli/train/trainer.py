@@ -33,6 +33,7 @@ from scaling_cli.model import mup
 from scaling_cli.model.gpt import GPT
 from scaling_cli.plan import RunSpec
 from scaling_cli.store import CURVE_COLUMNS, EVAL_COLUMNS, RunStore
+from scaling_cli.train.compiled import CompileClock, StepCompiler
 from scaling_cli.train.diagnostics import StepDiagnostics
 from scaling_cli.train.evaluate import validation_loss
 from scaling_cli.train.loggers import RunLoggers
@@ -59,14 +60,19 @@ class RunConfig:
                    TrainConfig(**c["train"]), EvalConfig(**c.get("eval", {})))
 
 
-RECOMPILE_LIMIT = 256
-"""Graphs dynamo may keep per compiled function. Every architecture of a sweep is a graph of the
-same forward, and past the default limit of 8 dynamo silently falls back to eager."""
+def to_device(windows: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets on the device from token windows [..., seq_len + 1] on the host: one copy,
+    from pinned memory on CUDA so it is asynchronous (a pageable copy makes the host wait)."""
+    if device.type == "cuda":
+        windows = windows.pin_memory()
+    windows = windows.to(device, non_blocking=True)
+    return windows[..., :-1], windows[..., 1:]
 
 
-def compile_model(model: GPT, mode: str):
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-    return torch.compile(model, mode=None if mode == "default" else mode)
+def fetch_to_host(values: list[torch.Tensor]) -> np.ndarray:
+    """Same-shaped device tensors (per-step losses, norms...) as one float64 array [len(values), ...]:
+    one device-to-host copy, the only sync of a log flush."""
+    return torch.stack([v.detach().float() for v in values]).cpu().double().numpy()
 
 
 def pick_device(name: str) -> torch.device:
@@ -165,10 +171,14 @@ class RunRecorder:
         self.t0 = time.perf_counter() - self.elapsed_before
         self.window_start, self.window_time = self.start, time.perf_counter()
 
+    def window(self, step: int) -> torch.Tensor:
+        """This run's batch at `step` as token windows [batch, seq_len + 1] on the host (inputs are
+        [..., :-1], targets [..., 1:])."""
+        return self.data.train.windows(self.order.indices(step))
+
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets of this run's batch at `step`, on the device."""
-        inputs, targets = self.data.train.sequences(self.order.indices(step))
-        return inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+        return to_device(self.window(step), self.device)
 
     def due(self, done: int) -> bool:
         """Whether per-step metrics must be flushed after `done` steps (log, end, branch points)."""
@@ -281,7 +291,7 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
     torch.manual_seed(cfg.train.seed)
     model = GPT(cfg.model).to(device)
     optimizer = build_optimizer(model, cfg.optim, device)
-    step_fn = compile_model(model, cfg.train.compile_mode) if cfg.train.compile else model
+    compiler = StepCompiler(cfg.train.compile_mode) if cfg.train.compile else None
     run = RunRecorder(spec, store, data, device)
     ckpt = run.resume()
     if ckpt is not None:
@@ -289,50 +299,52 @@ def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: Prog
         optimizer.load_state_dict(ckpt["optimizer"])
     run.begin(model)
     try:
-        return _train_steps(spec, run, model, optimizer, step_fn, progress)
+        return _train_steps(spec, run, model, optimizer, compiler, progress)
     finally:
         run.close()  # an interrupted or crashed run's trackers are rebuilt from the store on resume
 
 
-def _train_steps(spec: RunSpec, run: RunRecorder, model: GPT, optimizer: torch.optim.AdamW, step_fn,
-                 progress: ProgressHook | None) -> str:
+def _train_steps(spec: RunSpec, run: RunRecorder, model: GPT, optimizer: torch.optim.AdamW,
+                 compiler: StepCompiler | None, progress: ProgressHook | None) -> str:
     cfg, device = run.cfg, run.device
-    pending_losses: list[torch.Tensor] = []
-    pending_norms: list[torch.Tensor] = []
+    pending: list[torch.Tensor] = []  # loss and grad norm of every step since the last flush, on the device
     diagnostics = StepDiagnostics(model, cfg.train.diagnostics_interval,
                                   autocast=lambda: autocast_context(device, cfg.train.precision))
     clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
     model.train()
+    clock = CompileClock(device, enabled=compiler is not None)
     for step in range(run.start, spec.steps):
+        clock.start()
         for group in optimizer.param_groups:  # lr_mult: μP's per-group LR scaling (build_optimizer)
             group["lr"] = float(run.lrs[step]) * group.get("lr_mult", 1.0)
         inputs, targets = run.batch(step)
         diagnostics.begin(step, inputs, targets)  # stability diagnostics; a no-op off diagnostic steps
         with autocast_context(device, cfg.train.precision):
-            loss = step_fn(inputs, targets)
+            if compiler:  # one compiled block for every layer, then the head
+                loss = compiler.head(model, model.trunk(inputs, compiler.run_block), targets)
+            else:
+                loss = model(inputs, targets)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         diagnostics.before_update()
         optimizer.step()
         diagnostics.after_update()
         optimizer.zero_grad(set_to_none=True)
+        clock.stop()
         crash_point("step")
-        pending_losses.append(loss.detach())
-        pending_norms.append(grad_norm.detach())
+        pending.append(torch.stack((loss.detach().float(), grad_norm.detach().float())))
 
         done = step + 1
         if not run.due(done):
             continue
-        losses = torch.stack(pending_losses).float().cpu().numpy()
-        norms = torch.stack(pending_norms).float().cpu().numpy()
-        pending_losses.clear()
-        pending_norms.clear()
+        losses, norms = fetch_to_host(pending).T
+        pending.clear()
         if run.record(done, losses, norms, diagnostics.row):
             return "diverged"
         if progress:
             progress(done, spec.steps, {"loss": float(losses[-1]), "tokens_per_s": run.tokens_per_s})
         run.after_record(done, lambda: model, lambda: (model.state_dict(), optimizer.state_dict()))
-    return run.finish(model)
+    return run.finish(model, compile_s=clock.seconds)
 
 
 def _model_getter(model: ModelSource) -> Callable[[], GPT]:
