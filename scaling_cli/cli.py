@@ -4,6 +4,7 @@
     scaling-cli status [STORE]                        progress of a sweep
     scaling-cli fit RUNS_OR_TABLE                     fit scaling laws
     scaling-cli predict --params 7e9                  extrapolate to a target scale
+    scaling-cli backtest RUNS_OR_TABLE                held-out error of every loss law
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ COMMANDS = {
     "status": "status",
     "fit": "fit",
     "predict": "predict",
+    "backtest": "backtest",
 }
 
 

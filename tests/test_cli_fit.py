@@ -39,7 +39,11 @@ def test_fit_csv_writes_report_and_plots(csv_fit, capsys):
     assert report["laws"]["approach2"]["status"] == "ok"
     assert report["laws"]["lr_opt"]["status"] == "ok"
     assert report["laws"]["curves"]["status"] == "not enough data"
-    assert report["selection"]["loss_law"] in ("chinchilla", "compute_only")
+    assert report["selection"]["loss_law"] in ("chinchilla", "chinchilla_fixed_e", "overtrain", "overtrain_fixed_e",
+                                               "compute_only")
+    assert report["selection"]["reliable"] and report["laws"][report["selection"]["loss_law"]]["reliable"]
+    assert {"largest_size", "largest_compute"} == set(report["backtests"])
+    assert "backtests (refit without the held-out runs" in out and "<- selected" in out
     assert "rmse_log" in report["diagnostics"]["chinchilla"]["residuals"]
     assert "heldout" in report["diagnostics"]["chinchilla"]
     for png in ("loss_vs_compute.png", "isoflop.png", "lr_sweep.png", "fitted_vs_observed.png"):

@@ -1,0 +1,83 @@
+"""Resampling schemes for the loss laws' intervals, and the one scaling-cli uses.
+
+A resample is either a row of multiplicities over runs (pairs bootstrap: the runs table resampled
+with replacement) or a row of new responses (wild bootstrap: every run keeps its (N, D) and gets
+fitted value + a random sign and scale times its residual). `resample(method, ...)` returns
+(weights, responses), one of them None; the fitters refit every row (robust.refit_many).
+
+Methods (names as in the coverage study, scaling_cli/fit/coverage.py):
+
+- "pairs":      runs resampled with replacement (Besiroglu et al. 2024; scaling-cli's old default).
+- "pairs_size": whole model sizes resampled with replacement (a cluster bootstrap).
+- "wild":       y* = fit + v_i r_i with one weight per run.
+- "wild_size":  y* = fit + v_g r_i with one weight per model size g, so errors shared by the
+                runs of a size (an unlucky initialisation, a tokenizer quirk) stay shared.
+
+Wild weights are Webb's six-point distribution (+-sqrt(1/2), +-1, +-sqrt(3/2), each 1/6; mean 0,
+variance 1), which behaves with as few as 4-6 clusters where Rademacher signs give only 2^G
+distinct resamples (Webb 2014, "Reworking wild bootstrap based inference for clustered errors").
+Residuals are inflated by sqrt(n / (n - p)) before resampling: a fit with p free parameters
+absorbs part of the noise into its parameters, so raw residuals understate it (the HC1 factor).
+
+Pure numpy; no I/O.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scaling_cli.fit.bootstrap import cluster_weights
+
+WEBB_WEIGHTS = np.array([-np.sqrt(1.5), -1.0, -np.sqrt(0.5), np.sqrt(0.5), 1.0, np.sqrt(1.5)])
+
+METHODS = ("pairs", "pairs_size", "wild", "wild_size")
+
+# The scheme every loss law of the L(N, D) family uses for its intervals; chosen by the coverage
+# study (scaling_cli/fit/coverage.py, table in README "Laws, backtests and intervals").
+DEFAULT_METHOD = "wild_size"
+
+
+# Widening of the bootstrap spread, per law, measured by the coverage study: every resampled
+# theta is stretched away from the point estimate by this factor (1 = the raw bootstrap).
+WIDENING: dict[str, float] = {}
+
+
+def stretch(samples: np.ndarray, point: np.ndarray, factor: float) -> np.ndarray:
+    """theta_hat + factor (theta* - theta_hat), row-wise; theta = (log A, log B, alpha, beta, log E)
+    is the fit's own parametrisation, so A, B, E stretch in log space and the exponents linearly.
+    To first order every quantity derived from the samples (parameters, predictions, optima)
+    widens by the same factor."""
+    if factor == 1.0 or len(samples) == 0:
+        return samples
+    return point[None, :] + factor * (samples - point[None, :])
+
+
+def inflation(n: int, n_free: int) -> float:
+    """sqrt(n / (n - p)): the small-sample factor on residuals (HC1); 1 when n <= p + 1."""
+    return float(np.sqrt(n / (n - n_free))) if n > n_free + 1 else 1.0
+
+
+def wild_responses(y: np.ndarray, fitted: np.ndarray, clusters: np.ndarray, n_free: int, n_boot: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, n) responses fitted + v * inflated residual, one Webb weight v per cluster."""
+    labels, inverse = np.unique(np.asarray(clusters), return_inverse=True)
+    r = (np.asarray(y, dtype=float) - fitted) * inflation(len(y), n_free)
+    v = rng.choice(WEBB_WEIGHTS, size=(n_boot, len(labels)))
+    return fitted[None, :] + v[:, inverse] * r[None, :]
+
+
+def resample(method: str, y: np.ndarray, fitted: np.ndarray, sizes: np.ndarray, n_free: int, n_boot: int,
+             rng: np.random.Generator) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(weights, responses) of `n_boot` resamples under `method`; the unused one is None.
+
+    `sizes` labels each run's model-size group (the cluster of the *_size methods)."""
+    n = len(y)
+    if method == "pairs":
+        return cluster_weights(np.arange(n), n_boot, rng), None
+    if method == "pairs_size":
+        return cluster_weights(sizes, n_boot, rng), None
+    if method == "wild":
+        return None, wild_responses(y, fitted, np.arange(n), n_free, n_boot, rng)
+    if method == "wild_size":
+        return None, wild_responses(y, fitted, sizes, n_free, n_boot, rng)
+    raise ValueError(f"unknown interval method {method!r}; one of {', '.join(METHODS)}")
