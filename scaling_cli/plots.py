@@ -145,8 +145,9 @@ def plot_fitted_vs_observed(report: dict, runs, outdir: str) -> str | None:
     pred = np.array([np.ravel(p)[0] if (p := parametric.entry_loss(entry, n, d, c)) is not None else np.nan
                      for n, d, c in zip(done["params"], done["tokens"], done["flops"])])
     fig, ax = plt.subplots(figsize=(5, 5))
-    heldout = report.get("holdout", {}).get("heldout_params")
-    big = np.isclose(done["params"], heldout, rtol=0.1) if heldout else np.zeros(len(done), bool)
+    held = np.asarray((report.get("holdout", {}).get("runs") or {}).get("params", []), dtype=float)
+    big = (np.isclose(done["params"].to_numpy(dtype=float)[:, None], held[None, :], rtol=1e-9).any(axis=1)
+           if held.size else np.zeros(len(done), bool))
     ax.scatter(done["loss"][~big], pred[~big], s=14, c="C0", label="runs")
     ax.scatter(done["loss"][big], pred[big], s=22, c="C3", marker="s", label="largest size (held out in selection)")
     lims = [np.nanmin([done["loss"].min(), np.nanmin(pred)]), np.nanmax([done["loss"].max(), np.nanmax(pred)])]

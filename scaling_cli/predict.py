@@ -155,8 +155,9 @@ def predict(report: dict, params: float | None = None, tokens: float | None = No
                     "loss": None, "loss_lo": None, "loss_hi": None, "loss_ci": [None, None], "loss_pi": [None, None],
                     "target_notes": notes}
     if d is None or n is None:  # the target needs an allocation that is withheld
-        result |= {"law": law_name, "law_reason": law_note, "reliable": False,
-                   "reasons": [notes["withheld"]], "residual_rmse_log": None,
+        own = entries.get(law_name, {})
+        result |= {"law": law_name, "law_reason": law_note, "reliable": bool(own.get("reliable", True)),
+                   "reasons": list(own.get("reasons", [])), "residual_rmse_log": None,
                    "backtest_error": next((r["combined_error"] for r in selection.get("ranking", [])
                                            if r["law"] == law_name), None),
                    "backtest": _backtest_summary(report, law_name),

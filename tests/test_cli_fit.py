@@ -58,11 +58,17 @@ def test_predict_json_after_fit(csv_fit, capsys):
     assert main(["predict", "--params", "7e9", "--tokens", "1.4T", "--fit", str(outdir / "fit.json"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert {"params", "tokens", "flops", "loss", "loss_lo", "loss_hi", "lr_opt", "law"} <= set(result)
+    # issue 15: the law used, how far beyond the fitted compute, and its backtest error
+    assert {"extrapolation_factor", "backtest_error", "reliable", "warnings"} <= set(result)
+    largest = pd.read_csv(path)["flops"].max()
+    assert result["extrapolation_factor"] == pytest.approx(result["flops"] / largest, rel=1e-6)
+    assert 0 < result["backtest_error"] < 0.02 and result["reliable"] is True
     assert result["loss_lo"] < result["loss"] < result["loss_hi"]
     assert result["tokens"] == 1.4e12 and result["flops"] == pytest.approx(6 * 7e9 * 1.4e12)
     assert main(["predict", "--flops", "6e22", "--fit", str(outdir)]) == 0
     text = capsys.readouterr().out
     assert "N_opt" in text and "CI" in text and "PI" in text and "law" in text
+    assert "backtest   mean |error|" in text and "x the largest fitted compute" in text
 
 
 def _write_store(root, seed=0):

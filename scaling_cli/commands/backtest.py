@@ -62,7 +62,8 @@ def format_backtests(result: dict) -> list[str]:
             continue
         where = (f"N≈{info['heldout_params']:.3g}" if info["heldout"] == "largest model size"
                  else f"C {info['heldout_flops'][0]:.3g}..{info['heldout_flops'][1]:.3g}")
-        lines.append(f"held out: {info['heldout']} ({where}; {info['n_test']} runs, fitted on {info['n_train']}; "
+        lines.append(f"held out: {info['heldout']} ({where}; {info['n_test']} run{'s' * (info['n_test'] != 1)}, "
+                     f"fitted on {info['n_train']}; "
                      f"{info['extrapolation_factor']:.3g}x the largest training compute)")
         lines.append(f"  {'law':<18} {'mean |err|':>10} {'RMSE(log)':>10} {'bias':>8} {'worst':>8} {'in PI':>12}")
         for law, s in info["scores"].items():

@@ -167,8 +167,8 @@ def backtest_table(backtests: dict, selection: dict, kinds: dict | None = None) 
         else:
             where = (f"N≈{info['heldout_params']:.3g}" if h == "largest_size"
                      else f"C {info['heldout_flops'][0]:.3g}..{info['heldout_flops'][1]:.3g}")
-            heads.append(f"{info['heldout']} ({where}, {info['n_test']} runs, {info['extrapolation_factor']:.3g}x the "
-                         f"rest's compute)")
+            heads.append(f"{info['heldout']} ({where}, {info['n_test']} run{'s' * (info['n_test'] != 1)}, "
+                         f"{info['extrapolation_factor']:.3g}x the rest's compute)")
     lines.append("backtests (refit without the held-out runs; mean |relative error| of their loss): " + "; ".join(heads))
     cols = list(backtests)
     lines.append(f"  {'law':<18} " + " ".join(f"{c.replace('_', ' '):>16}" for c in cols) + f" {'combined':>9}  bias(size)")

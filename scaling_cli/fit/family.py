@@ -49,6 +49,13 @@ FIXED_E = frozenset({"chinchilla_fixed_e", "overtrain_fixed_e"})
 # E profile: coarse fractions of the smallest loss, then a grid 4x finer around the best.
 E_FRACTIONS = np.linspace(0.05, 0.95, 19)
 E_REFINE = np.linspace(-0.05, 0.05, 9)
+# The bootstrap re-runs the profile on a window around the point estimate's E (fractions of the
+# smallest loss): +-0.2 covers many interval widths of a well-identified E at a quarter of the cost,
+# and a resample that wants E outside it pins to its edge, so wider uncertainty still shows.
+BOOT_WINDOW = np.linspace(-0.2, 0.2, 9)
+# Iteration cap of the profile's inner fits (a full fit allows 400; warm-started inner fits
+# converge in tens, and the cap only bites on flat, degenerate objectives).
+PROFILE_MAXITER = 100
 # Starts per E value in the point fit's profile (the best of the grid by initial objective).
 PROFILE_STARTS = 8
 
@@ -133,8 +140,12 @@ def screened_starts(name: str, x: np.ndarray, y: np.ndarray, size: int, keep: in
 
 
 def _best_per_problem(theta0: np.ndarray, problem: np.ndarray, n_problems: int, x, y, weights, cons, fixed):
-    """Refit every row; the best theta per problem label (NaN rows where every start failed)."""
-    thetas, objs = robust.batched_bfgs(theta0, x, y, weights=weights, problem=problem, constraint=cons, fixed=fixed)
+    """Refit every row; the best theta per problem label (NaN rows where every start failed).
+
+    These are inner fits (E profiles, their bootstrap): PROFILE_MAXITER iterations bound the cost
+    of the flat directions a degenerate sweep has, where BFGS would otherwise crawl to maxiter."""
+    thetas, objs = robust.batched_bfgs(theta0, x, y, weights=weights, problem=problem, constraint=cons, fixed=fixed,
+                                       maxiter=PROFILE_MAXITER)
     objs = np.where(np.isfinite(objs), objs, np.inf)
     order = np.lexsort((objs, problem))
     first = order[np.unique(problem[order], return_index=True)[1]]
@@ -165,15 +176,17 @@ def profile_folds(n: np.ndarray, max_folds: int = 2) -> list[tuple[np.ndarray, n
 
 
 def profile_e(name: str, x: np.ndarray, y: np.ndarray, starts: np.ndarray,
-              weights: np.ndarray | None = None, ys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+              weights: np.ndarray | None = None, ys: np.ndarray | None = None,
+              around: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """log E chosen by held-out error, for each resample at once.
 
     For every E of the grid, fits the member to the training runs of each fold (`profile_folds`;
     from `starts`: (s, 5) shared starts, e overwritten) and scores the fold's held-out size
     (mean |log error|, folds weighted equally); averaging two folds keeps one size's luck from
     deciding E alone. Resamples are rows of `weights` and/or `ys` (one resample when both are
-    None). Returns (log E per resample (b,), first-fold thetas at that E (b, 5)); NaN where every
-    fit failed.
+    None). `around` (a fraction of the smallest loss) searches only BOOT_WINDOW around it, as the
+    bootstrap does around the point estimate. Returns (log E per resample (b,), first-fold thetas
+    at that E (b, 5)); NaN where every fit failed.
     """
     cons = constraint(name)
     folds = profile_folds(np.exp(x[:, 0]))
@@ -209,8 +222,9 @@ def profile_e(name: str, x: np.ndarray, y: np.ndarray, starts: np.ndarray,
         total[~np.isfinite(total)] = np.inf
         return first.reshape(b, g, 5), total
 
-    coarse = np.broadcast_to(E_FRACTIONS, (b, len(E_FRACTIONS)))
-    starts_c = np.broadcast_to(starts[None, None], (b, len(E_FRACTIONS), *starts.shape))
+    grid_ = E_FRACTIONS if around is None else np.clip(around + BOOT_WINDOW, 0.01, 0.99)
+    coarse = np.broadcast_to(grid_, (b, len(grid_)))
+    starts_c = np.broadcast_to(starts[None, None], (b, len(grid_), *starts.shape))
     thetas, scores = stage(coarse, starts_c)
     pick = np.argmin(scores, axis=1)
     fine = np.clip(coarse[np.arange(b), pick][:, None] + E_REFINE[None, :], 0.01, 0.99)
@@ -311,7 +325,8 @@ def _bootstrap(name, x, y, sizes, fit: robust.LseFit, fitted, fixed, options: Fi
         return robust.refit_many(fit.optima[: options.boot_starts], x, y if ys is None else ys, weights,
                                  constraint=cons)
     # The E profile inside every resample (warm-started from the point fit), then the final refit.
-    e_b, train_theta = profile_e(name, x, y, fit.theta[None, :], weights=weights, ys=ys)
+    e_b, train_theta = profile_e(name, x, y, fit.theta[None, :], weights=weights, ys=ys,
+                                 around=float(np.exp(fixed[_E] - y.min())))
     ok = np.isfinite(e_b)
     fixed_rows = np.tile(fixed, (len(e_b), 1))
     fixed_rows[:, _E] = np.where(ok, e_b, fixed[_E])

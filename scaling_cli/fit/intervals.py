@@ -9,6 +9,8 @@ Methods (names as in the coverage study, scaling_cli/fit/coverage.py):
 
 - "pairs":      runs resampled with replacement (Besiroglu et al. 2024; scaling-cli's old default).
 - "pairs_size": whole model sizes resampled with replacement (a cluster bootstrap).
+- "two_stage":  sizes resampled with replacement, then the runs within each drawn size
+                (a two-stage cluster bootstrap: both the per-size and the per-run scatter).
 - "wild":       y* = fit + v_i r_i with one weight per run.
 - "wild_size":  y* = fit + v_g r_i with one weight per model size g, so errors shared by the
                 runs of a size (an unlucky initialisation, a tokenizer quirk) stay shared.
@@ -30,7 +32,7 @@ from scaling_cli.fit.bootstrap import cluster_weights
 
 WEBB_WEIGHTS = np.array([-np.sqrt(1.5), -1.0, -np.sqrt(0.5), np.sqrt(0.5), 1.0, np.sqrt(1.5)])
 
-METHODS = ("pairs", "pairs_size", "wild", "wild_size")
+METHODS = ("pairs", "pairs_size", "two_stage", "wild", "wild_size")
 
 # The scheme every loss law of the L(N, D) family uses for its intervals; chosen by the coverage
 # study (scaling_cli/fit/coverage.py, table in README "Laws, backtests and intervals").
@@ -66,6 +68,20 @@ def wild_responses(y: np.ndarray, fitted: np.ndarray, clusters: np.ndarray, n_fr
     return fitted[None, :] + v[:, inverse] * r[None, :]
 
 
+def two_stage_weights(clusters: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, n) multiplicities: clusters drawn with replacement, then each drawn cluster's runs
+    drawn with replacement within it."""
+    labels, inverse = np.unique(np.asarray(clusters), return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(labels))]
+    w = np.zeros((n_boot, len(inverse)))
+    picks = rng.integers(0, len(labels), size=(n_boot, len(labels)))
+    for b in range(n_boot):
+        for g in picks[b]:
+            idx = members[g]
+            np.add.at(w[b], idx[rng.integers(0, len(idx), len(idx))], 1.0)
+    return w
+
+
 def resample(method: str, y: np.ndarray, fitted: np.ndarray, sizes: np.ndarray, n_free: int, n_boot: int,
              rng: np.random.Generator) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(weights, responses) of `n_boot` resamples under `method`; the unused one is None.
@@ -76,6 +92,8 @@ def resample(method: str, y: np.ndarray, fitted: np.ndarray, sizes: np.ndarray, 
         return cluster_weights(np.arange(n), n_boot, rng), None
     if method == "pairs_size":
         return cluster_weights(sizes, n_boot, rng), None
+    if method == "two_stage":
+        return two_stage_weights(sizes, n_boot, rng), None
     if method == "wild":
         return None, wild_responses(y, fitted, np.arange(n), n_free, n_boot, rng)
     if method == "wild_size":
