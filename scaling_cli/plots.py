@@ -307,11 +307,13 @@ def plot_backtest(result: dict, outdir: str) -> str | None:
     selected = result.get("selection", {}).get("loss_law")
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
     for ax, (holdout, info) in zip(axes[0], panels):
-        obs = np.asarray(info["runs"]["loss"], dtype=float)
-        lo_all, hi_all = [obs.min()], [obs.max()]
+        observed = np.asarray(info["runs"]["loss"], dtype=float)
+        lo_all, hi_all = [observed.min()], [observed.max()]
+        span = float(np.ptp(observed)) or float(observed.mean()) * 0.01
         for i, (law, sc) in enumerate(info["scores"].items()):
             if sc.get("status") != "ok" or "mean_abs_rel_error" not in sc:
                 continue
+            obs = observed + (i - 2) * 0.006 * span  # side by side, so the laws' bars do not hide each other
             pred = np.asarray(sc["predicted"], dtype=float)
             label = f"{law} {sc['mean_abs_rel_error']:.2%}" + (" (selected)" if law == selected else "")
             ax.scatter(obs, pred, marker=markers.get(law, "o"), s=40 if law == selected else 22, color=f"C{i}",
@@ -321,8 +323,8 @@ def plot_backtest(result: dict, outdir: str) -> str | None:
                 ok = np.isfinite(iv).all(axis=1)
                 ax.errorbar(obs[ok], pred[ok], yerr=[pred[ok] - iv[ok, 0], iv[ok, 1] - pred[ok]], fmt="none",
                             ecolor=f"C{i}", alpha=0.5, lw=1)
-                lo_all.append(np.nanmin(iv[ok, 0]) if ok.any() else obs.min())
-                hi_all.append(np.nanmax(iv[ok, 1]) if ok.any() else obs.max())
+                lo_all.append(np.nanmin(iv[ok, 0]) if ok.any() else observed.min())
+                hi_all.append(np.nanmax(iv[ok, 1]) if ok.any() else observed.max())
             lo_all.append(np.nanmin(pred))
             hi_all.append(np.nanmax(pred))
         lims = [min(lo_all), max(hi_all)]

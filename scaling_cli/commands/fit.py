@@ -118,8 +118,8 @@ def summarize(report: dict, out_path: str, plots: list[str]) -> str:
             continue
         if name in LOSS_FAMILY:
             p, iv = entry["params"], entry["intervals"]
-            text = "  ".join(f"{k}={p[k]:.4g}" + (" (fixed)" if k in entry.get("fixed", []) and not iv[k][0]
-                                                   else _fmt_interval(iv[k])) for k in p)
+            text = "  ".join(f"{k}={p[k]:.4g}{_fmt_interval(iv[k])}" + (" (profiled)" if k in entry.get("fixed", []) else "")
+                             for k in p)
             d = entry["derived"]["values"]
             text += (f"  | D_opt/N_opt = {d['tokens_per_param_opt']:.3g}" if "tokens_per_param_opt" in d
                      else f"  | N_opt ∝ C^{d['n_opt_exponent']:.3f}")

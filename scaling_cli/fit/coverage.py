@@ -11,6 +11,8 @@ of a size (cluster structure: an unlucky initialisation or shape moves all its r
 scenario is drawn from the law being checked, so its parameters are the truth; the law is fitted
 with its bootstrap and scored on (a) every parameter and (b) the loss at 10x and 100x the largest
 fitted compute, at M = 20 and at the largest M of the design (the law itself, not a noisy run).
+Coverage counts the fits `predict` shows intervals for: a fit flagged unreliable
+(reliability.py) gets none, and the share of such fits is reported beside it ("flagged").
 
 Pure numpy; the fits are the product's own (family.fit_member).
 """
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scaling_cli.fit import family, intervals, laws
+from scaling_cli.fit import family, intervals, laws, reliability
 from scaling_cli.fit.bootstrap import FitOptions, percentile_interval
 
 
@@ -109,8 +111,14 @@ def replicate(s: Scenario, member: str, methods, seed: int, options: FitOptions)
         entry = family.fit_member(member, n, d, loss, FitOptions(**{**options.as_dict(), "seed": seed}), method=method)
         if entry.get("status") != "ok":
             continue
+        # predict shows no interval for a law flagged unreliable: such replicates are counted apart
+        reliable, _ = reliability.assess(entry, float(loss.min()), float(6 * np.max(n * d)))
+        if not reliable:
+            out[method] = {"flagged": [1.0]}
+            continue
         need = {k: [needed_widening(entry["params"][k], lo, hi, true_params[k])]
                 for k, (lo, hi) in entry["intervals"].items()}
+        need["flagged"] = [0.0]
         cs = family.entry_chinchilla(entry, use_samples=True)
         point = family.entry_chinchilla(entry)
         for label, n_t, d_t in _targets(s):
@@ -147,6 +155,10 @@ def study(reps: int = 30, methods=intervals.METHODS, scenarios=SCENARIOS, option
             k = intervals.WIDENING.get(member, 1.0)
             for (method, q), v in acc.items():
                 v = np.asarray(v)
+                if q == "flagged":
+                    rows.append({"scenario": s.name, "member": member, "method": method, "quantity": q,
+                                 "flagged": float(np.mean(v)), "n": len(v)})
+                    continue
                 rows.append({"scenario": s.name, "member": member, "method": method, "quantity": q,
                              "coverage": float(np.mean(v <= 1.0)), "coverage_widened": float(np.mean(v <= k)),
                              "widening": k, "needed_for_90": float(np.quantile(v, 0.9, method="higher")), "n": len(v)})
@@ -160,14 +172,19 @@ def markdown(rows: list[dict], widened: bool = False) -> str:
     order = list(dict.fromkeys(r["scenario"] for r in rows))
     keys = sorted({(r["scenario"], r["member"], r["method"]) for r in rows}, key=lambda k: (order.index(k[0]), k[1], k[2]))
     for key in keys:
-        sel = [r for r in rows if (r["scenario"], r["member"], r["method"]) == key]
+        sel = [r for r in rows if (r["scenario"], r["member"], r["method"]) == key and r["quantity"] != "flagged"]
+        flagged = next((r["flagged"] for r in rows if (r["scenario"], r["member"], r["method"]) == key
+                        and r["quantity"] == "flagged"), 0.0)
+        if not sel:
+            lines.append(f"| {key[0]} | {key[1]} | {key[2]} | - | - | {flagged:.0%} | every fit flagged unreliable |")
+            continue
         cells = ", ".join(f"{r['quantity']} {r[col]:.0%}" for r in sel)
         worst = min(r[col] for r in sel)
         need = max(r["needed_for_90"] for r in sel)
         label = f"{key[2]} x{sel[0]['widening']:g}" if widened else key[2]
-        lines.append(f"| {key[0]} | {key[1]} | {label} | {worst:.0%} | {need:.2f} | {cells} |")
-    head = ("| scenario | law | interval | worst | widening for 90% | coverage at nominal 90% |\n"
-            "|---|---|---|---|---|---|")
+        lines.append(f"| {key[0]} | {key[1]} | {label} | {worst:.0%} | {need:.2f} | {flagged:.0%} | {cells} |")
+    head = ("| scenario | law | interval | worst | widening for 90% | flagged | coverage at nominal 90% |\n"
+            "|---|---|---|---|---|---|---|")
     return head + "\n" + "\n".join(lines)
 
 

@@ -230,11 +230,26 @@ def profile_e(name: str, x: np.ndarray, y: np.ndarray, starts: np.ndarray,
     fine = np.clip(coarse[np.arange(b), pick][:, None] + E_REFINE[None, :], 0.01, 0.99)
     warm = np.broadcast_to(thetas[np.arange(b), pick][:, None, None, :], (b, len(E_REFINE), 1, 5))
     thetas_f, scores_f = stage(fine, warm)
+    rows = np.arange(b)
     pick_f = np.argmin(scores_f, axis=1)
-    best = thetas_f[np.arange(b), pick_f]
-    failed = ~np.isfinite(scores_f[np.arange(b), pick_f])
+    best = thetas_f[rows, pick_f]
+    failed = ~np.isfinite(scores_f[rows, pick_f])
     best[failed] = np.nan
-    return best[:, _E], best
+    # The held-out error is smooth in E near its minimum: the vertex of the parabola through the
+    # best grid point and its neighbours places E between grid points, so neither the estimate nor
+    # its bootstrap distribution is quantised to the grid step (which would make intervals too narrow).
+    inner = (pick_f > 0) & (pick_f < fine.shape[1] - 1) & ~failed
+    frac = fine[rows, pick_f].copy()
+    if inner.any():
+        i = rows[inner]
+        f0, f1, f2 = (scores_f[i, pick_f[i] + k] for k in (-1, 0, 1))
+        step = fine[i, 1] - fine[i, 0]
+        curv = f0 - 2 * f1 + f2
+        with np.errstate(all="ignore"):
+            shift = np.where((curv > 0) & np.isfinite(curv), 0.5 * step * (f0 - f2) / curv, 0.0)
+        frac[i] = frac[i] + np.clip(np.nan_to_num(shift), -step, step)
+    e = np.where(failed, np.nan, np.log(np.maximum(frac, 1e-4) * floor))
+    return e, best
 
 
 def _n_sizes(n: np.ndarray) -> int:

@@ -40,11 +40,6 @@ def fit_chinchilla(params: ArrayLike, tokens: ArrayLike, loss: ArrayLike, option
     return family.fit_member("chinchilla", params, tokens, loss, options, starts=starts)
 
 
-def chinchilla_derived(point: np.ndarray, samples: np.ndarray, level: float) -> dict:
-    """Compute-optimal exponents and the constant G, with bootstrap intervals."""
-    return family.derived("chinchilla", point, samples, level)
-
-
 def fit_compute_only(flops: ArrayLike, tokens: ArrayLike, params: ArrayLike, loss: ArrayLike,
                      options: FitOptions | None = None, groups: ArrayLike | None = None,
                      rel_tol: float = DEFAULT_REL_TOL) -> dict:

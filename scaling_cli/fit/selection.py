@@ -62,6 +62,9 @@ def select_loss_law(entries: dict, backtests: dict) -> dict:
     if best["combined_error"] is not None:
         others = ", ".join(f"{r['law']} {r['combined_error']:.2%}" for r in scored[1:4])
         reason = (f"best backtest: combined error {best['combined_error']:.2%}" + (f" vs {others}" if others else ""))
+    elif scored:
+        reason = (f"no reliable law could be backtested (the refits lack data; {', '.join(r['law'] for r in scored)} "
+                  "could, but are flagged unreliable); default order " + " > ".join(DEFAULT_ORDER))
     else:
         why = "; ".join(f"{h}: {info['reason']}" for h, info in backtests.items() if info.get("reason")) or \
             "no law could be scored on the held-out runs"
