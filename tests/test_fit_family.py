@@ -92,3 +92,17 @@ def test_constrained_objective_gradient_and_per_row_fixed_values():
     np.testing.assert_allclose(out[:, 4], fixed[:, 4])
     objectives = [robust.lse_objective(t, x, y)[0] for t in out]
     assert np.argmin(objectives) == 1  # the true E fits best
+
+
+def test_point_weights_and_bootstrap_units():
+    """Weight-0 points do not move the fit; a run's points (one unit) are resampled together."""
+    df = synthetic.overtrain_runs(**SUITE, seed=6, noise=0.002)
+    n, d, loss = (df[k].to_numpy() for k in ("params", "tokens", "loss"))
+    plain = family.fit_member("chinchilla", n, d, loss, FAST)
+    junk = 1.3 * loss[:5]
+    w = np.r_[np.ones(len(n)), np.zeros(5)]
+    weighted = family.fit_member("chinchilla", np.r_[n, n[:5]], np.r_[d, d[:5]], np.r_[loss, junk],
+                                 FitOptions(n_boot=10, grid_size=3), weights=w, groups=np.r_[np.arange(len(n)), np.arange(5)])
+    for k in ("E", "alpha", "beta"):
+        assert weighted["params"][k] == pytest.approx(plain["params"][k], rel=1e-3)
+    assert weighted["n_units"] == len(n) and len(weighted["samples"]) == 10

@@ -51,3 +51,7 @@ def test_needed_widening_is_the_factor_that_just_covers():
     assert w.shape == (500, 6) and (w.sum(axis=1) > 0).all()
     # a drawn size contributes as many runs as it has, so resample sizes vary only with the sizes drawn
     assert set(np.unique(w.sum(axis=1))) <= {float(k) for k in range(2, 10)}
+    # units (e.g. the points one run's curve contributes) move together
+    units = np.array([0, 0, 1, 2, 2, 3])
+    w = intervals.two_stage_weights(np.array([0, 0, 1, 1, 1, 2]), 200, np.random.default_rng(1), units)
+    assert (w[:, 0] == w[:, 1]).all() and (w[:, 3] == w[:, 4]).all()

@@ -258,12 +258,16 @@ def _n_sizes(n: np.ndarray) -> int:
 
 def fit_member(name: str, params: ArrayLike, tokens: ArrayLike, loss: ArrayLike, options: FitOptions | None = None,
                starts: np.ndarray | None = None, intervals_: bool = True,
-               method: str = intervals.DEFAULT_METHOD, widening: float | None = None) -> dict:
+               method: str = intervals.DEFAULT_METHOD, widening: float | None = None,
+               groups: ArrayLike | None = None, weights: ArrayLike | None = None) -> dict:
     """Fit one member of the family; the fit.json entry (status "ok" or "not enough data").
 
     `starts` overrides the grid (backtests pass a screened subset); `intervals_=False` skips the
     bootstrap (point fits for backtests). `method` is the resampling scheme (intervals.METHODS) and
     `widening` the stretch of its samples (default: intervals.WIDENING, measured for `method`).
+    `groups` labels the points the bootstrap moves together within a model size (e.g. every point
+    derived from one run's curve; default: each point alone); `weights` weight each point's Huber
+    loss (derived points count less than measured ones).
     """
     options = options or FitOptions()
     law = laws.LAWS[name]
@@ -277,6 +281,8 @@ def fit_member(name: str, params: ArrayLike, tokens: ArrayLike, loss: ArrayLike,
         return not_enough(name, "fixing E by its held-out profile needs runs of >= 3 model sizes")
     x = np.column_stack([np.log(n_arr), np.log(d_arr)])
     y = np.log(l_arr)
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    units = np.arange(len(y)) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
     cons = constraint(name)
     fixed = None
     profile = None
@@ -284,7 +290,7 @@ def fit_member(name: str, params: ArrayLike, tokens: ArrayLike, loss: ArrayLike,
         train = ~top_groups(n_arr)
         prof_starts = screened_starts(name, x[train], y[train], options.grid_size, PROFILE_STARTS,
                                       e_fixed=float(np.log(0.5 * np.exp(y.min()))))
-        e_hat, _ = profile_e(name, x, y, prof_starts)
+        e_hat, _ = profile_e(name, x, y, prof_starts, weights=None if w is None else w[None, :])
         if not np.isfinite(e_hat[0]):
             return not_enough(name, "every fit of the E profile failed")
         fixed = np.zeros(5)
@@ -297,12 +303,12 @@ def fit_member(name: str, params: ArrayLike, tokens: ArrayLike, loss: ArrayLike,
     if fixed is not None:
         starts = starts.copy()
         starts[:, _E] = fixed[_E]
-    fit = robust.fit_lse(x, y, starts, constraint=cons, fixed=fixed)
+    fit = robust.fit_lse(x, y, starts, weights=w, constraint=cons, fixed=fixed)
     fitted = robust.lse_predict(fit.theta, x)
     point = theta_to_params(name, fit.theta)[0]
     boot = np.empty((0, 5))
     if intervals_ and options.n_boot > 0:
-        boot = _bootstrap(name, x, y, sizes, fit, fitted, fixed, options, method)
+        boot = _bootstrap(name, x, y, sizes, units, w, fit, fitted, fixed, options, method)
         if widening is None:
             widening = intervals.WIDENING.get(name, 1.0) if method == intervals.DEFAULT_METHOD else 1.0
         boot = intervals.stretch(boot, fit.theta, widening)
@@ -312,7 +318,7 @@ def fit_member(name: str, params: ArrayLike, tokens: ArrayLike, loss: ArrayLike,
         "law": name, "status": "ok", "form": law.form, "reference": law.reference,
         "inputs": list(law.inputs), "param_names": list(law.param_names), "fixed": list(law.fixed),
         "params": p, "intervals": iv, "samples": samples.tolist(),
-        "n_points": int(len(y)), "n_groups": int(len(np.unique(sizes))),
+        "n_points": int(len(y)), "n_groups": int(len(np.unique(sizes))), "n_units": int(len(np.unique(units))),
         "optimizer": {"method": "Huber(log L): batched BFGS from every start, best polished by L-BFGS-B",
                       "huber_delta": robust.HUBER_DELTA,
                       "n_starts": fit.n_starts, "n_failed": fit.n_failed, "objective": fit.objective,
@@ -332,9 +338,13 @@ def fit_member(name: str, params: ArrayLike, tokens: ArrayLike, loss: ArrayLike,
     return entry
 
 
-def _bootstrap(name, x, y, sizes, fit: robust.LseFit, fitted, fixed, options: FitOptions, method: str) -> np.ndarray:
+def _bootstrap(name, x, y, sizes, units, point_weights, fit: robust.LseFit, fitted, fixed, options: FitOptions,
+               method: str) -> np.ndarray:
     """Resample (intervals.resample) and refit: theta rows, NaN where a refit failed."""
-    weights, ys = intervals.resample(method, y, fitted, sizes, laws.LAWS[name].n_free, options.n_boot, options.rng(1))
+    weights, ys = intervals.resample(method, y, fitted, sizes, laws.LAWS[name].n_free, options.n_boot, options.rng(1),
+                                     units=units)
+    if point_weights is not None:
+        weights = (np.ones((options.n_boot, len(y))) if weights is None else weights) * point_weights[None, :]
     cons = constraint(name)
     if name not in FIXED_E:
         return robust.refit_many(fit.optima[: options.boot_starts], x, y if ys is None else ys, weights,

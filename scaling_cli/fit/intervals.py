@@ -77,32 +77,40 @@ def wild_responses(y: np.ndarray, fitted: np.ndarray, clusters: np.ndarray, n_fr
     return fitted[None, :] + v[:, inverse] * r[None, :]
 
 
-def two_stage_weights(clusters: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_boot, n) multiplicities: clusters drawn with replacement, then each drawn cluster's runs
-    drawn with replacement within it."""
+def two_stage_weights(clusters: np.ndarray, n_boot: int, rng: np.random.Generator,
+                      units: np.ndarray | None = None) -> np.ndarray:
+    """(n_boot, n) multiplicities: clusters drawn with replacement, then each drawn cluster's units
+    (default: each point; e.g. all points of one run) drawn with replacement within it."""
     labels, inverse = np.unique(np.asarray(clusters), return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(len(labels))]
+    units = np.arange(len(inverse)) if units is None else np.unique(np.asarray(units), return_inverse=True)[1]
+    members = []
+    for g in range(len(labels)):
+        in_g = np.flatnonzero(inverse == g)
+        members.append([in_g[units[in_g] == u] for u in np.unique(units[in_g])])
     w = np.zeros((n_boot, len(inverse)))
     picks = rng.integers(0, len(labels), size=(n_boot, len(labels)))
     for b in range(n_boot):
         for g in picks[b]:
-            idx = members[g]
-            np.add.at(w[b], idx[rng.integers(0, len(idx), len(idx))], 1.0)
+            group = members[g]
+            for k in rng.integers(0, len(group), len(group)):
+                w[b, group[k]] += 1.0
     return w
 
 
 def resample(method: str, y: np.ndarray, fitted: np.ndarray, sizes: np.ndarray, n_free: int, n_boot: int,
-             rng: np.random.Generator) -> tuple[np.ndarray | None, np.ndarray | None]:
+             rng: np.random.Generator, units: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(weights, responses) of `n_boot` resamples under `method`; the unused one is None.
 
-    `sizes` labels each run's model-size group (the cluster of the *_size methods)."""
+    `sizes` labels each run's model-size group (the cluster of the *_size and two_stage methods);
+    `units` the points that move together (the pairs and two_stage methods; default: each point)."""
     n = len(y)
+    units = np.arange(n) if units is None else units
     if method == "pairs":
-        return cluster_weights(np.arange(n), n_boot, rng), None
+        return cluster_weights(units, n_boot, rng), None
     if method == "pairs_size":
         return cluster_weights(sizes, n_boot, rng), None
     if method == "two_stage":
-        return two_stage_weights(sizes, n_boot, rng), None
+        return two_stage_weights(sizes, n_boot, rng, units), None
     if method == "wild":
         return None, wild_responses(y, fitted, np.arange(n), n_free, n_boot, rng)
     if method == "wild_size":

@@ -32,12 +32,14 @@ MIN_COMPUTE_SPAN = 10.0
 
 
 def fit_chinchilla(params: ArrayLike, tokens: ArrayLike, loss: ArrayLike, options: FitOptions | None = None,
-                   starts: np.ndarray | None = None) -> dict:
+                   groups: ArrayLike | None = None, starts: np.ndarray | None = None,
+                   weights: ArrayLike | None = None) -> dict:
     """Chinchilla approach 3 with Epoch's recipe (family.fit_member("chinchilla")).
 
-    `starts` overrides the grid (backtests pass a screened subset).
+    `groups` labels points the bootstrap moves together; `starts` overrides the grid (backtests
+    pass a screened subset); `weights` weight each point's Huber loss.
     """
-    return family.fit_member("chinchilla", params, tokens, loss, options, starts=starts)
+    return family.fit_member("chinchilla", params, tokens, loss, options, starts=starts, groups=groups, weights=weights)
 
 
 def fit_compute_only(flops: ArrayLike, tokens: ArrayLike, params: ArrayLike, loss: ArrayLike,
