@@ -129,6 +129,8 @@ def replicate(s: Scenario, member: str, methods, seed: int, options: FitOptions)
             lo, hi = percentile_interval(pred, options.level) if len(pred) >= 2 else (None, None)
             need.setdefault(label, []).append(
                 needed_widening(float(laws.chinchilla_loss((n_t, d_t), *point)), lo, hi, true_l))
+            if label == "L@100x":  # how wide the interval is, relative to the loss
+                need.setdefault("width@100x", []).append(float(hi / lo - 1.0) if lo else float("inf"))
         out[method] = need
     return out
 
@@ -155,9 +157,11 @@ def study(reps: int = 30, methods=intervals.METHODS, scenarios=SCENARIOS, option
             k = intervals.WIDENING.get(member, 1.0)
             for (method, q), v in acc.items():
                 v = np.asarray(v)
-                if q == "flagged":
+                if q in ("flagged", "width@100x"):
                     rows.append({"scenario": s.name, "member": member, "method": method, "quantity": q,
-                                 "flagged": float(np.mean(v)), "n": len(v)})
+                                 "flagged" if q == "flagged" else "median_width": float(np.mean(v) if q == "flagged"
+                                                                                        else np.median(v)),
+                                 "n": len(v)})
                     continue
                 rows.append({"scenario": s.name, "member": member, "method": method, "quantity": q,
                              "coverage": float(np.mean(v <= 1.0)), "coverage_widened": float(np.mean(v <= k)),
@@ -172,19 +176,20 @@ def markdown(rows: list[dict], widened: bool = False) -> str:
     order = list(dict.fromkeys(r["scenario"] for r in rows))
     keys = sorted({(r["scenario"], r["member"], r["method"]) for r in rows}, key=lambda k: (order.index(k[0]), k[1], k[2]))
     for key in keys:
-        sel = [r for r in rows if (r["scenario"], r["member"], r["method"]) == key and r["quantity"] != "flagged"]
-        flagged = next((r["flagged"] for r in rows if (r["scenario"], r["member"], r["method"]) == key
-                        and r["quantity"] == "flagged"), 0.0)
+        mine = [r for r in rows if (r["scenario"], r["member"], r["method"]) == key]
+        sel = [r for r in mine if r["quantity"] not in ("flagged", "width@100x")]
+        flagged = next((r["flagged"] for r in mine if r["quantity"] == "flagged"), 0.0)
+        width = next((r["median_width"] for r in mine if r["quantity"] == "width@100x"), float("nan"))
         if not sel:
-            lines.append(f"| {key[0]} | {key[1]} | {key[2]} | - | - | {flagged:.0%} | every fit flagged unreliable |")
+            lines.append(f"| {key[0]} | {key[1]} | {key[2]} | - | - | {flagged:.0%} | - | every fit flagged unreliable |")
             continue
         cells = ", ".join(f"{r['quantity']} {r[col]:.0%}" for r in sel)
         worst = min(r[col] for r in sel)
         need = max(r["needed_for_90"] for r in sel)
         label = f"{key[2]} x{sel[0]['widening']:g}" if widened else key[2]
-        lines.append(f"| {key[0]} | {key[1]} | {label} | {worst:.0%} | {need:.2f} | {flagged:.0%} | {cells} |")
-    head = ("| scenario | law | interval | worst | widening for 90% | flagged | coverage at nominal 90% |\n"
-            "|---|---|---|---|---|---|---|")
+        lines.append(f"| {key[0]} | {key[1]} | {label} | {worst:.0%} | {need:.2f} | {flagged:.0%} | {width:.1%} | {cells} |")
+    head = ("| scenario | law | interval | worst | widening for 90% | flagged | width L@100x | coverage at nominal 90% |\n"
+            "|---|---|---|---|---|---|---|---|")
     return head + "\n" + "\n".join(lines)
 
 

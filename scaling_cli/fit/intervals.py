@@ -11,6 +11,9 @@ Methods (names as in the coverage study, scaling_cli/fit/coverage.py):
 - "pairs_size": whole model sizes resampled with replacement (a cluster bootstrap).
 - "two_stage":  sizes resampled with replacement, then the runs within each drawn size (a
                 two-stage cluster bootstrap: the per-size and the per-run scatter). THE DEFAULT.
+- "bayes_size": a Bayesian two-stage bootstrap (Rubin 1981): Dirichlet(1) weights over sizes,
+                then over the units within each size; every size keeps a positive weight, so no
+                resample loses a size (with 3-4 sizes, a drawn resample often holds only two).
 - "wild":       y* = fit + v_i r_i with one weight per run.
 - "wild_size":  y* = fit + v_g r_i with one weight per model size g.
 
@@ -41,7 +44,7 @@ from scaling_cli.fit.bootstrap import cluster_weights
 
 WEBB_WEIGHTS = np.array([-np.sqrt(1.5), -1.0, -np.sqrt(0.5), np.sqrt(0.5), 1.0, np.sqrt(1.5)])
 
-METHODS = ("pairs", "pairs_size", "two_stage", "wild", "wild_size")
+METHODS = ("pairs", "pairs_size", "two_stage", "bayes_size", "wild", "wild_size")
 
 # The scheme every loss law of the L(N, D) family uses for its intervals; chosen by the coverage
 # study (scaling_cli/fit/coverage.py, table in README "Laws, backtests and intervals").
@@ -97,6 +100,22 @@ def two_stage_weights(clusters: np.ndarray, n_boot: int, rng: np.random.Generato
     return w
 
 
+def bayes_weights(clusters: np.ndarray, n_boot: int, rng: np.random.Generator,
+                  units: np.ndarray | None = None) -> np.ndarray:
+    """(n_boot, n) weights: Dirichlet(1) over clusters (scaled to their count), times Dirichlet(1)
+    over the units of each cluster (scaled to the cluster's unit count); a unit's points share it."""
+    labels, inverse = np.unique(np.asarray(clusters), return_inverse=True)
+    units = np.arange(len(inverse)) if units is None else np.unique(np.asarray(units), return_inverse=True)[1]
+    w = np.empty((n_boot, len(inverse)))
+    top = rng.dirichlet(np.ones(len(labels)), size=n_boot) * len(labels)
+    for g in range(len(labels)):
+        in_g = np.flatnonzero(inverse == g)
+        ids, local = np.unique(units[in_g], return_inverse=True)
+        inner = rng.dirichlet(np.ones(len(ids)), size=n_boot) * len(ids)
+        w[:, in_g] = top[:, g:g + 1] * inner[:, local]
+    return w
+
+
 def resample(method: str, y: np.ndarray, fitted: np.ndarray, sizes: np.ndarray, n_free: int, n_boot: int,
              rng: np.random.Generator, units: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(weights, responses) of `n_boot` resamples under `method`; the unused one is None.
@@ -111,6 +130,8 @@ def resample(method: str, y: np.ndarray, fitted: np.ndarray, sizes: np.ndarray, 
         return cluster_weights(sizes, n_boot, rng), None
     if method == "two_stage":
         return two_stage_weights(sizes, n_boot, rng, units), None
+    if method == "bayes_size":
+        return bayes_weights(sizes, n_boot, rng, units), None
     if method == "wild":
         return None, wild_responses(y, fitted, np.arange(n), n_free, n_boot, rng)
     if method == "wild_size":

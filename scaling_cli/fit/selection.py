@@ -60,8 +60,13 @@ def select_loss_law(entries: dict, backtests: dict) -> dict:
     best = ranked[0]
     scored = [r for r in ranked if r["combined_error"] is not None]
     if best["combined_error"] is not None:
-        others = ", ".join(f"{r['law']} {r['combined_error']:.2%}" for r in scored[1:4])
-        reason = (f"best backtest: combined error {best['combined_error']:.2%}" + (f" vs {others}" if others else ""))
+        peers = [r for r in scored[1:] if r["reliable"] == best["reliable"]][:3]
+        flagged = [r for r in scored if not r["reliable"]] if best["reliable"] else []
+        others = ", ".join(f"{r['law']} {r['combined_error']:.2%}" for r in peers)
+        reason = (f"best backtest{' among reliable laws' if flagged else ''}: combined error {best['combined_error']:.2%}"
+                  + (f" vs {others}" if others else "")
+                  + (f"; flagged unreliable: " + ", ".join(f"{r['law']} {r['combined_error']:.2%}" for r in flagged)
+                     if flagged else ""))
     elif scored:
         reason = (f"no reliable law could be backtested (the refits lack data; {', '.join(r['law'] for r in scored)} "
                   "could, but are flagged unreliable); default order " + " > ".join(DEFAULT_ORDER))
