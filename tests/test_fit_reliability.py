@@ -1,5 +1,7 @@
 """No confident nonsense: degenerate fits are flagged in fit, fit.json and predict, which withholds."""
 
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -35,19 +37,21 @@ def test_assess_flags_the_readme_fit_and_passes_a_sane_one():
 @pytest.fixture(scope="module")
 def degenerate_fit(tmp_path_factory):
     """8 runs, 4 sizes x 2 token budgets, whose loss does not depend on D (like the old CPU default):
-    every L(N, D) law puts the compute-optimal D/N near 1e-4."""
+    every L(N, D) law puts the compute-optimal D/N near 1e-4. Fitted once: (folder, fit's output)."""
     rng = np.random.default_rng(0)
     n, d = np.repeat([2e5, 4e5, 8e5, 1.6e6], 2), np.tile([2e6, 4e6], 4)
     loss = (2.0 + 60 * n ** -0.3) * np.exp(rng.normal(0, 0.01, 8))
     tmp = tmp_path_factory.mktemp("degenerate")
     pd.DataFrame({"run_id": [f"r{i}" for i in range(8)], "params": n, "tokens": d, "loss": loss}).to_csv(
         tmp / "runs.csv", index=False)
-    return tmp
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["fit", str(tmp / "runs.csv"), "-o", str(tmp / "fit"), *FAST]) == 0
+    return tmp, out.getvalue()
 
 
-def test_fit_flags_unreliable_laws_in_its_table_and_fit_json(degenerate_fit, capsys):
-    assert main(["fit", str(degenerate_fit / "runs.csv"), "-o", str(degenerate_fit / "fit"), *FAST]) == 0
-    out = capsys.readouterr().out
+def test_fit_flags_unreliable_laws_in_its_table_and_fit_json(degenerate_fit):
+    degenerate_fit, out = degenerate_fit
     assert "UNRELIABLE" in out and "compute-optimal D/N" in out and "every fitted law is flagged unreliable" in out
     report = json.loads((degenerate_fit / "fit" / "fit.json").read_text())
     chin = report["laws"]["chinchilla"]
@@ -56,9 +60,7 @@ def test_fit_flags_unreliable_laws_in_its_table_and_fit_json(degenerate_fit, cap
 
 
 def test_predict_withholds_the_allocation_and_every_interval(degenerate_fit, capsys):
-    fit = str(degenerate_fit / "fit" / "fit.json")
-    assert main(["fit", str(degenerate_fit / "runs.csv"), "-o", str(degenerate_fit / "fit"), *FAST]) == 0
-    capsys.readouterr()
+    fit = str(degenerate_fit[0] / "fit" / "fit.json")
     assert main(["predict", "--params", "7e9", "--fit", fit, "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["tokens"] is None and r["loss"] is None and "withheld" in r["compute_optimal"]

@@ -23,9 +23,12 @@ fitted E trades off against the power terms with almost no change in fit quality
 direction is exactly what decides an extrapolation. The fixed-E members decide it by
 extrapolation instead of by in-sample fit: for E on a grid of fractions (0.05..0.95) of the
 smallest loss, the other parameters are fitted to every run except the largest model size and
-scored on that size (mean |log error|); the best E, refined on a grid four times finer, is fixed
-and the rest refitted on all runs. In a backtest the profile runs inside the training runs
-(nested: it holds out their own largest size), and in the bootstrap inside every resample, so
+scored on that size (mean |log error|), and likewise one size down (the largest dropped, the
+next held out) when >= 3 sizes remain, the two folds weighted equally so one size's luck does not
+decide E alone; the best E, refined on a grid four times finer and interpolated between its
+points (parabola through the best three), is fixed and the rest refitted on all runs. In a
+backtest the profile runs inside the training runs (nested: it holds out their own largest
+sizes), and in the bootstrap inside every resample (on a window around the point estimate), so
 its uncertainty is in the intervals. It needs >= 3 model sizes.
 
 Intervals come from the resampling scheme of intervals.py (a wild bootstrap clustered by model
@@ -264,7 +267,7 @@ def fit_member(name: str, params: ArrayLike, tokens: ArrayLike, loss: ArrayLike,
 
     `starts` overrides the grid (backtests pass a screened subset); `intervals_=False` skips the
     bootstrap (point fits for backtests). `method` is the resampling scheme (intervals.METHODS) and
-    `widening` the stretch of its samples (default: intervals.WIDENING, measured for `method`).
+    `widening` the stretch of its samples (default: intervals.widening, measured for `method`).
     `groups` labels the points the bootstrap moves together within a model size (e.g. every point
     derived from one run's curve; default: each point alone); `weights` weight each point's Huber
     loss (derived points count less than measured ones).
@@ -296,8 +299,9 @@ def fit_member(name: str, params: ArrayLike, tokens: ArrayLike, loss: ArrayLike,
         fixed = np.zeros(5)
         fixed[_E] = e_hat[0]
         profile = {"E": float(np.exp(e_hat[0])), "E_over_min_loss": float(np.exp(e_hat[0] - y.min())),
-                   "how": "E minimising the mean |log error| on the largest size when fitted to the others "
-                          f"(grid of {len(E_FRACTIONS)} fractions of the smallest loss, refined 4x)"}
+                   "how": "E minimising the mean |log error| on held-out sizes when fitted to the smaller ones "
+                          "(folds: the largest size; the next, with the largest dropped) over a grid of "
+                          f"{len(E_FRACTIONS)} fractions of the smallest loss, refined 4x and interpolated"}
     if starts is None:
         starts = member_grid(name, x, y, options.grid_size)
     if fixed is not None:
@@ -310,7 +314,7 @@ def fit_member(name: str, params: ArrayLike, tokens: ArrayLike, loss: ArrayLike,
     if intervals_ and options.n_boot > 0:
         boot = _bootstrap(name, x, y, sizes, units, w, fit, fitted, fixed, options, method)
         if widening is None:
-            widening = intervals.WIDENING.get(name, 1.0) if method == intervals.DEFAULT_METHOD else 1.0
+            widening = intervals.widening(name, len(np.unique(sizes)), method, options.level)
         boot = intervals.stretch(boot, fit.theta, widening)
     samples = theta_to_params(name, boot) if len(boot) else np.empty((0, law.n_params))
     p, iv = summarize(law.param_names, point, samples, options.level)
