@@ -321,8 +321,7 @@ def plot_backtest(result: dict, outdir: str) -> str | None:
             if "intervals" in sc:
                 iv = np.asarray(sc["intervals"], dtype=float)
                 ok = np.isfinite(iv).all(axis=1)
-                ax.errorbar(obs[ok], pred[ok], yerr=[pred[ok] - iv[ok, 0], iv[ok, 1] - pred[ok]], fmt="none",
-                            ecolor=f"C{i}", alpha=0.5, lw=1)
+                ax.vlines(obs[ok], iv[ok, 0], iv[ok, 1], color=f"C{i}", alpha=0.5, lw=1)
                 lo_all.append(np.nanmin(iv[ok, 0]) if ok.any() else observed.min())
                 hi_all.append(np.nanmax(iv[ok, 1]) if ok.any() else observed.max())
             lo_all.append(np.nanmin(pred))
