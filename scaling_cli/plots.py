@@ -28,7 +28,7 @@ import io
 
 import numpy as np
 
-from scaling_cli.fit import artifact, curve_fit, downstream, family, laws, parametric
+from scaling_cli.fit import artifact, curve_fit, downstream, family, intervals, laws, parametric
 from scaling_cli.fit.bootstrap import percentile_interval
 
 # Frontier drawn up to this multiple of the largest run's compute (the extrapolation region).
@@ -76,7 +76,8 @@ def plot_loss_vs_compute(report: dict, runs, outdir: str) -> str:
             cols = [s[:, i:i + 1] for i in range(5)]
             with np.errstate(all="ignore"):
                 ns, ds = laws.chinchilla_optimum(grid[None, :], *cols)
-                band = laws.chinchilla_loss((ns, ds), *cols)
+                band = intervals.stretch_values(laws.chinchilla_loss((ns, ds), *cols),
+                                                laws.chinchilla_loss((n_opt, d_opt), *p), family.entry_widening(chin))
             lo, hi = percentile_interval(band, report.get("level", 0.9))
             ax.fill_between(grid, lo, hi, color="k", alpha=0.15, label=f"{report.get('level', 0.9):.0%} CI")
     env = report["laws"].get("approach1", {})

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from scaling_cli.errors import UserError
-from scaling_cli.fit import downstream, family, hyperparams, laws, parametric, reliability
+from scaling_cli.fit import downstream, family, hyperparams, intervals, laws, parametric, reliability
 from scaling_cli.fit.bootstrap import finite_interval
 
 # Residual draws per bootstrap sample for the prediction interval (200 samples x 50 = 10,000 draws).
@@ -108,11 +108,13 @@ def _compute_optimal(name: str | None, entry: dict, params: float, flops: float,
     s = family.entry_chinchilla(entry, use_samples=True)
     if s is not None:
         cols = tuple(s[:, i] for i in range(5))
+        k = family.entry_widening(entry)
         with np.errstate(all="ignore"):
             ns, ds = laws.chinchilla_optimum(flops, *cols)
-            out["params_opt_interval"] = finite_interval(ns, level)
-            out["tokens_opt_interval"] = finite_interval(ds, level)
-            out["tokens_opt_for_params_interval"] = finite_interval(laws.chinchilla_tokens_for_params(params, *cols), level)
+            dn = laws.chinchilla_tokens_for_params(params, *cols)
+            out["params_opt_interval"] = finite_interval(intervals.stretch_values(ns, n_opt, k), level)
+            out["tokens_opt_interval"] = finite_interval(intervals.stretch_values(ds, d_opt, k), level)
+            out["tokens_opt_for_params_interval"] = finite_interval(intervals.stretch_values(dn, d_for_n, k), level)
     return out
 
 

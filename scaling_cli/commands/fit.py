@@ -20,13 +20,14 @@ from pathlib import Path
 
 # What the intervals mean and how well they cover (README "Laws, backtests and intervals").
 INTERVALS_NOTE = """\
-Intervals of the L(N,D) laws: a two-stage bootstrap clustered by model size (sizes resampled,
-then runs within each drawn size), because the runs of one size share its luck. In a simulation
-study of sweeps like real ones (python -m scaling_cli.fit.coverage) its nominal 90% intervals
-covered the true parameters and the loss at 10x and 100x the fitted compute >= 90% of the time
-for every fit not flagged unreliable; the old run-level bootstrap covered 58-80%. Table: README,
-"Laws, backtests and intervals". A law flagged UNRELIABLE (parameters at bounds, E unidentified,
-implausible allocation) gets no interval and no allocation in `predict`."""
+Intervals of the L(N,D) laws: a Bayesian bootstrap clustered by model size (Dirichlet weights
+over sizes, then over runs within each), because the runs of one size share its luck, widened by
+the small-cluster factor t(G-1)/z*sqrt(G/(G-1)) for G sizes (x1.4 more for the fixed-E laws).
+In a simulation study of sweeps like real ones (python -m scaling_cli.fit.coverage) nominal 90%
+intervals covered every parameter and the loss at 10x and 100x the fitted compute 90-100% of the
+time for the fits shown with intervals; the old run-level bootstrap covered 64-82%. Table:
+README, "Laws, backtests and intervals". A law flagged UNRELIABLE (parameters at bounds, E
+unidentified, implausible allocation) gets no interval and no allocation in `predict`."""
 
 # The L(N, D) loss laws (scaling_cli/fit/family.py), printed with their parameters and flags.
 LOSS_FAMILY = ("chinchilla", "chinchilla_fixed_e", "overtrain", "overtrain_fixed_e")

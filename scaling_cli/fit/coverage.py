@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scaling_cli.fit import family, intervals, laws, reliability
+from scaling_cli.fit import family, intervals, laws, parametric, reliability
 from scaling_cli.fit.bootstrap import FitOptions, percentile_interval
 
 
@@ -119,16 +119,14 @@ def replicate(s: Scenario, member: str, methods, seed: int, options: FitOptions)
         need = {k: [needed_widening(entry["params"][k], lo, hi, true_params[k])]
                 for k, (lo, hi) in entry["intervals"].items()}
         need["flagged"] = [0.0]
-        cs = family.entry_chinchilla(entry, use_samples=True)
-        point = family.entry_chinchilla(entry)
         for label, n_t, d_t in _targets(s):
             true_l = laws.chinchilla_loss((n_t, d_t), *s.truth)
-            with np.errstate(all="ignore"):
-                pred = laws.chinchilla_loss((n_t, d_t), *(cs[:, i] for i in range(5)))
+            with np.errstate(all="ignore"):  # the loss samples as predict uses them (widening included)
+                pred = np.ravel(parametric.entry_loss(entry, n_t, d_t, 6 * n_t * d_t, use_samples=True))
             pred = pred[np.isfinite(pred)]
             lo, hi = percentile_interval(pred, options.level) if len(pred) >= 2 else (None, None)
-            need.setdefault(label, []).append(
-                needed_widening(float(laws.chinchilla_loss((n_t, d_t), *point)), lo, hi, true_l))
+            point = float(np.ravel(parametric.entry_loss(entry, n_t, d_t, 6 * n_t * d_t))[0])
+            need.setdefault(label, []).append(needed_widening(point, lo, hi, true_l))
             if label == "L@100x":  # how wide the interval is, relative to the loss
                 need.setdefault("width@100x", []).append(float(hi / lo - 1.0) if lo else float("inf"))
         out[method] = need

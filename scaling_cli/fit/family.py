@@ -315,9 +315,10 @@ def fit_member(name: str, params: ArrayLike, tokens: ArrayLike, loss: ArrayLike,
         boot = _bootstrap(name, x, y, sizes, units, w, fit, fitted, fixed, options, method)
         if widening is None:
             widening = intervals.widening(name, len(np.unique(sizes)), method, options.level)
-        boot = intervals.stretch(boot, fit.theta, widening)
+    widening = 1.0 if widening is None else float(widening)
+    # fit.json keeps the raw joint samples; every interval widens its own quantity (stretch_values)
     samples = theta_to_params(name, boot) if len(boot) else np.empty((0, law.n_params))
-    p, iv = summarize(law.param_names, point, samples, options.level)
+    p, iv = summarize(law.param_names, point, intervals.stretch_values(samples, point, widening), options.level)
     entry = {
         "law": name, "status": "ok", "form": law.form, "reference": law.reference,
         "inputs": list(law.inputs), "param_names": list(law.param_names), "fixed": list(law.fixed),
@@ -338,7 +339,7 @@ def fit_member(name: str, params: ArrayLike, tokens: ArrayLike, loss: ArrayLike,
         entry["e_profile"] = profile
     if name == "chinchilla":
         entry["reference_params"] = dict(laws.EPOCH_CHINCHILLA)
-    entry["derived"] = derived(name, point, samples, options.level)
+    entry["derived"] = derived(name, point, samples, options.level, widening)
     return entry
 
 
@@ -370,7 +371,7 @@ def _bootstrap(name, x, y, sizes, units, point_weights, fit: robust.LseFit, fitt
     return out
 
 
-def derived(name: str, point: np.ndarray, samples: np.ndarray, level: float) -> dict:
+def derived(name: str, point: np.ndarray, samples: np.ndarray, level: float, widening: float = 1.0) -> dict:
     """Compute-optimal exponents and G (and M* = D_opt/N_opt for the over-training law)."""
     def derive(rows):
         E, A, B, alpha, beta = chinchilla_rows(name, rows).T
@@ -383,11 +384,17 @@ def derived(name: str, point: np.ndarray, samples: np.ndarray, level: float) -> 
         return np.stack(cols, axis=1)
 
     names = ("n_opt_exponent", "d_opt_exponent", "G") + (("tokens_per_param_opt",) if name in TIED else ())
-    s = derive(samples) if len(samples) else np.empty((0, len(names)))
-    vals, iv = summarize(names, derive(point[None, :])[0], s, level)
+    at_point = derive(point[None, :])[0]
+    s = intervals.stretch_values(derive(samples), at_point, widening) if len(samples) else np.empty((0, len(names)))
+    vals, iv = summarize(names, at_point, s, level)
     vals["formula"] = ("M* = D_opt/N_opt = (b/a)^(1/(2 eta)) at every C; N_opt = sqrt(C/(6 M*))" if name in TIED else
                        "N_opt = G (C/6)^(beta/(alpha+beta)), D_opt = C/(6 N_opt), G = (alpha A/(beta B))^(1/(alpha+beta))")
     return {"values": vals, "intervals": iv}
+
+
+def entry_widening(entry: dict) -> float:
+    """The stretch every interval of this entry gets (intervals.widening); 1 for older fits."""
+    return float((entry.get("optimizer") or {}).get("interval_widening") or 1.0)
 
 
 def entry_chinchilla(entry: dict, use_samples: bool = False) -> np.ndarray | None:

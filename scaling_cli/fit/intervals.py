@@ -9,26 +9,30 @@ Methods (names as in the coverage study, scaling_cli/fit/coverage.py):
 
 - "pairs":      runs resampled with replacement (Besiroglu et al. 2024; scaling-cli's old default).
 - "pairs_size": whole model sizes resampled with replacement (a cluster bootstrap).
-- "two_stage":  sizes resampled with replacement, then the runs within each drawn size (a
-                two-stage cluster bootstrap: the per-size and the per-run scatter). THE DEFAULT.
+- "two_stage":  sizes resampled with replacement, then the runs within each drawn size.
 - "bayes_size": a Bayesian two-stage bootstrap (Rubin 1981): Dirichlet(1) weights over sizes,
                 then over the units within each size; every size keeps a positive weight, so no
                 resample loses a size (with 3-4 sizes, a drawn resample often holds only two).
+                THE DEFAULT, with the widening below.
 - "wild":       y* = fit + v_i r_i with one weight per run.
 - "wild_size":  y* = fit + v_g r_i with one weight per model size g.
 
-Why two_stage. Real sweeps have cluster structure: every run of a model size shares its shape,
+Why. Real sweeps have cluster structure: every run of a model size shares its shape,
 initialisation luck and tokenizer-to-width ratio, so the runs of a size are off the law together,
-and a 4-8 size sweep has only 4-8 such draws. Resampling runs independently ("pairs") treats 40
-runs as 40 independent draws and covered the truth 58-80% of the time at nominal 90% in the study
-(the 73% the issue reported); resampling sizes alone ("pairs_size") drops the run-level scatter
-(70-90%); the wild bootstraps undercovered badly (their bootstrap SD of the parameters was half
-the true SD): with Huber delta = 1e-3 far below the noise the fit is a median-type (L1)
-estimator, for which sign-flip wild resampling is known to be invalid. Two-stage covered >= 90%
-in every scenario where the fit is not flagged unreliable (README "Laws, backtests and
-intervals"), conservatively (its intervals are somewhat wide), and costs the same as the pairs
-bootstrap. A per-law stretch of the samples (WIDENING, `stretch`) is available for laws the
-study finds short; none needs one today.
+and a sweep has only 4-8 such draws. Measured (coverage study, 50 replicates a row, README "Laws,
+backtests and intervals"): resampling runs independently ("pairs", the old default) covered the
+truth 64-82% of the time at nominal 90% where the per-size offsets matter; the wild bootstraps
+gave parameter spreads half the true ones in the scenario checked (with Huber delta = 1e-3 far
+below the noise the fit is a median-type estimator, for which sign-flip resampling is not
+valid); "two_stage" covered, but
+its resamples that lose a size make intervals so wide that most 5-size fits got flagged; raw
+"bayes_size" was tight but short where the size offsets dominate (75% and 77% for two of the
+three laws), as any resampling of few clusters is. So the default is bayes_size, and every interval it yields is widened by the
+small-cluster factor (t with G - 1 degrees of freedom, `small_cluster_factor`) and, for the
+fixed-E laws, by LAW_WIDENING: with that, >= 90% of the intervals of fits not flagged unreliable
+covered the truth, for every parameter and for the loss 10x and 100x beyond the fitted compute.
+The widening applies to each reported quantity's samples around its own point estimate
+(`stretch_values`); fit.json keeps the raw joint samples and the factor (optimizer.interval_widening).
 
 Wild weights are Webb's six-point distribution (+-sqrt(1/2), +-1, +-sqrt(3/2), each 1/6; Webb
 2014), on residuals inflated by sqrt(n / (n - p)) (HC1).
@@ -52,8 +56,8 @@ DEFAULT_METHOD = "bayes_size"
 
 
 # Extra widening of the fixed-E laws, measured by the coverage study: their E is decided by the
-# one or two largest sizes, whose own offsets no resampling of the design can redraw (bayes_size
-# with the small-cluster factor alone covered 77-78% there; 1.4 more brings it to ~90%).
+# one or two largest sizes, whose own offsets no resampling of the design can redraw (raw
+# bayes_size needed 1.89x at 6 sizes where the small-cluster factor gives 1.34x; 1.4 more covers).
 LAW_WIDENING: dict[str, float] = {"chinchilla_fixed_e": 1.4, "overtrain_fixed_e": 1.4}
 
 
@@ -77,14 +81,20 @@ def widening(name: str, n_clusters: int, method: str, level: float = 0.9) -> flo
     return small_cluster_factor(n_clusters, level) * LAW_WIDENING.get(name, 1.0)
 
 
-def stretch(samples: np.ndarray, point: np.ndarray, factor: float) -> np.ndarray:
-    """theta_hat + factor (theta* - theta_hat), row-wise; theta = (log A, log B, alpha, beta, log E)
-    is the fit's own parametrisation, so A, B, E stretch in log space and the exponents linearly.
-    To first order every quantity derived from the samples (parameters, predictions, optima)
-    widens by the same factor."""
-    if factor == 1.0 or len(samples) == 0:
-        return samples
-    return point[None, :] + factor * (samples - point[None, :])
+def stretch_values(samples: np.ndarray, point: np.ndarray, factor: float) -> np.ndarray:
+    """Bootstrap samples of one quantity stretched `factor`-fold away from its point estimate, in
+    log space (where the quantity is positive) so its percentile interval [lo, hi] becomes
+    [p (lo/p)^k, p (hi/p)^k]. Applied to each reported quantity on its own (a parameter, the loss
+    at a target, N_opt), never to the parameter vectors, whose joint shape a stretch would break
+    (a stretched E-A ridge predicts nonsense). `point` broadcasts against the rows of `samples`."""
+    s = np.asarray(samples, dtype=float)
+    if factor == 1.0 or s.size == 0:
+        return s
+    p = np.broadcast_to(np.asarray(point, dtype=float), s.shape[1:])[None]
+    with np.errstate(all="ignore"):
+        logs = np.exp(np.log(p) + factor * (np.log(s) - np.log(p)))
+        lin = p + factor * (s - p)
+    return np.where((s > 0) & (p > 0), logs, lin)
 
 
 def inflation(n: int, n_free: int) -> float:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from scaling_cli.fit import family, laws, robust
+from scaling_cli.fit import family, intervals, laws, robust
 from scaling_cli.fit.bootstrap import FitOptions, cluster_weights
 from scaling_cli.fit.entries import not_enough, residual_stats, summarize
 from scaling_cli.fit.grouping import DEFAULT_REL_TOL, cluster_log, group_centers
@@ -109,8 +109,10 @@ def entry_loss(entry: dict, params: ArrayLike, tokens: ArrayLike, flops: ArrayLi
         chin = family.entry_chinchilla(entry, use_samples)
         if chin is None:
             return None
-        if use_samples:
-            return laws.chinchilla_loss((params[None, :], tokens[None, :]), *(chin[:, i:i + 1] for i in range(5)))
+        if use_samples:  # widened around the point prediction (intervals.stretch_values)
+            raw = laws.chinchilla_loss((params[None, :], tokens[None, :]), *(chin[:, i:i + 1] for i in range(5)))
+            point = laws.chinchilla_loss((params, tokens), *family.entry_chinchilla(entry))
+            return intervals.stretch_values(raw, point, family.entry_widening(entry))
         return laws.chinchilla_loss((params, tokens), *chin)
     out = []
     for n, d, c in zip(params, tokens, flops):
