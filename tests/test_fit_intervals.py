@@ -55,3 +55,10 @@ def test_needed_widening_is_the_factor_that_just_covers():
     units = np.array([0, 0, 1, 2, 2, 3])
     w = intervals.two_stage_weights(np.array([0, 0, 1, 1, 1, 2]), 200, np.random.default_rng(1), units)
     assert (w[:, 0] == w[:, 1]).all() and (w[:, 3] == w[:, 4]).all()
+    # the default (Bayesian) scheme never drops a size, keeps units together and has mean weight 1
+    b = intervals.bayes_weights(np.array([0, 0, 1, 1, 1, 2]), 4000, np.random.default_rng(2), units)
+    assert (b > 0).all() and (b[:, 0] == b[:, 1]).all() and (b[:, 3] == b[:, 4]).all()
+    assert b.mean(axis=0) == pytest.approx(np.ones(6), abs=0.06)
+    assert intervals.small_cluster_factor(4) == pytest.approx(1.65, abs=0.01)
+    assert intervals.small_cluster_factor(6) == pytest.approx(1.34, abs=0.01)
+    assert intervals.small_cluster_factor(400) == pytest.approx(1.0, abs=0.01)
