@@ -4,6 +4,7 @@
     scaling-cli status [STORE]                        progress of a sweep
     scaling-cli fit RUNS_OR_TABLE                     fit scaling laws
     scaling-cli predict --params 7e9                  extrapolate to a target scale
+    scaling-cli backtest RUNS_OR_TABLE                held-out error of every loss law
     scaling-cli report [STORE] [-o report.html]       one self-contained HTML page of it all
     scaling-cli export RUN [OUT] --format hf          a finished proxy as a transformers checkpoint
 """
@@ -24,6 +25,7 @@ COMMANDS = {
     "status": "status",
     "fit": "fit",
     "predict": "predict",
+    "backtest": "backtest",
     "report": "report",
     "export": "export",
 }

@@ -15,6 +15,8 @@
   the extrapolation shaded; a metric without support shows its data and the reason.
 - lr_sensitivity.png: LR sensitivity (Wortsman et al.) vs model size, one line per
   qk_layernorm / z_loss / parametrization setting.
+- backtest.png (`scaling-cli backtest`): predicted vs observed loss of the held-out runs (largest
+  size; largest compute), one marker per loss law, prediction intervals as bars.
 - mup_transfer.png: loss vs LR per width, one panel per parametrization, best LR marked: under
   μP the optimum should stay put as width grows, under the standard parametrization it moves.
 matplotlib with the Agg backend (no display needed).
@@ -26,7 +28,7 @@ import io
 
 import numpy as np
 
-from scaling_cli.fit import artifact, curve_fit, downstream, laws, parametric
+from scaling_cli.fit import artifact, curve_fit, downstream, family, intervals, laws, parametric
 from scaling_cli.fit.bootstrap import percentile_interval
 
 # Frontier drawn up to this multiple of the largest run's compute (the extrapolation region).
@@ -61,18 +63,21 @@ def plot_loss_vs_compute(report: dict, runs, outdir: str) -> str:
     sc = ax.scatter(done["flops"], done["loss"], c=np.log10(done["params"]), cmap="viridis", s=18, label="runs")
     fig.colorbar(sc, ax=ax, label="log10 params")
     c_max = float(done["flops"].max())
-    chin = report["laws"].get("chinchilla", {})
+    name = report.get("selection", {}).get("allocation_law") or "chinchilla"
+    chin = report["laws"].get(name, {})
     if chin.get("status") == "ok":
         grid = np.geomspace(float(done["flops"].min()) / 2, c_max * EXTRAPOLATE_FACTOR, 200)
-        p = chin["params"]
-        n_opt, d_opt = laws.chinchilla_optimum(grid, p["E"], p["A"], p["B"], p["alpha"], p["beta"])
-        ax.plot(grid, laws.chinchilla_loss((n_opt, d_opt), *p.values()), "k-", label="compute-optimal frontier (L(N,D))")
-        s = np.asarray(chin.get("samples", []), dtype=float)
-        if s.size:
+        p = family.entry_chinchilla(chin)
+        n_opt, d_opt = laws.chinchilla_optimum(grid, *p)
+        flag = "" if chin.get("reliable", True) else ", UNRELIABLE"
+        ax.plot(grid, laws.chinchilla_loss((n_opt, d_opt), *p), "k-", label=f"compute-optimal frontier ({name}{flag})")
+        s = family.entry_chinchilla(chin, use_samples=True)
+        if s is not None and chin.get("reliable", True):
             cols = [s[:, i:i + 1] for i in range(5)]
             with np.errstate(all="ignore"):
                 ns, ds = laws.chinchilla_optimum(grid[None, :], *cols)
-                band = laws.chinchilla_loss((ns, ds), *cols)
+                band = intervals.stretch_values(laws.chinchilla_loss((ns, ds), *cols),
+                                                laws.chinchilla_loss((n_opt, d_opt), *p), family.entry_widening(chin))
             lo, hi = percentile_interval(band, report.get("level", 0.9))
             ax.fill_between(grid, lo, hi, color="k", alpha=0.15, label=f"{report.get('level', 0.9):.0%} CI")
     env = report["laws"].get("approach1", {})
@@ -141,8 +146,9 @@ def plot_fitted_vs_observed(report: dict, runs, outdir: str) -> str | None:
     pred = np.array([np.ravel(p)[0] if (p := parametric.entry_loss(entry, n, d, c)) is not None else np.nan
                      for n, d, c in zip(done["params"], done["tokens"], done["flops"])])
     fig, ax = plt.subplots(figsize=(5, 5))
-    heldout = report.get("holdout", {}).get("heldout_params")
-    big = np.isclose(done["params"], heldout, rtol=0.1) if heldout else np.zeros(len(done), bool)
+    held = np.asarray((report.get("holdout", {}).get("runs") or {}).get("params", []), dtype=float)
+    big = (np.isclose(done["params"].to_numpy(dtype=float)[:, None], held[None, :], rtol=1e-9).any(axis=1)
+           if held.size else np.zeros(len(done), bool))
     ax.scatter(done["loss"][~big], pred[~big], s=14, c="C0", label="runs")
     ax.scatter(done["loss"][big], pred[big], s=22, c="C3", marker="s", label="largest size (held out in selection)")
     lims = [np.nanmin([done["loss"].min(), np.nanmin(pred)]), np.nanmax([done["loss"].max(), np.nanmax(pred)])]
@@ -285,6 +291,49 @@ def make_plots(report: dict, prepared, outdir: str) -> list[str]:
     paths += plot_downstream(report, outdir)
     paths += [plot_lr_sensitivity(report, outdir), plot_mup_transfer(report, runs, outdir)]
     return [p for p in paths if p]
+
+
+def plot_backtest(result: dict, outdir: str) -> str | None:
+    """Predicted vs observed loss of the held-out runs, one panel per hold-out, one marker per law;
+    bars: each law's prediction interval (when the backtest bootstrapped)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(h, info) for h, info in result["backtests"].items() if not info.get("reason")]
+    if not panels:
+        return None
+    markers = dict(zip(("chinchilla", "chinchilla_fixed_e", "overtrain", "overtrain_fixed_e", "compute_only"), "osD^v"))
+    selected = result.get("selection", {}).get("loss_law")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
+    for ax, (holdout, info) in zip(axes[0], panels):
+        observed = np.asarray(info["runs"]["loss"], dtype=float)
+        lo_all, hi_all = [observed.min()], [observed.max()]
+        span = float(np.ptp(observed)) or float(observed.mean()) * 0.01
+        for i, (law, sc) in enumerate(info["scores"].items()):
+            if sc.get("status") != "ok" or "mean_abs_rel_error" not in sc:
+                continue
+            obs = observed + (i - 2) * 0.006 * span  # side by side, so the laws' bars do not hide each other
+            pred = np.asarray(sc["predicted"], dtype=float)
+            label = f"{law} {sc['mean_abs_rel_error']:.2%}" + (" (selected)" if law == selected else "")
+            ax.scatter(obs, pred, marker=markers.get(law, "o"), s=40 if law == selected else 22, color=f"C{i}",
+                       label=label, zorder=3, edgecolors="k" if law == selected else "none")
+            if "intervals" in sc:
+                iv = np.asarray(sc["intervals"], dtype=float)
+                ok = np.isfinite(iv).all(axis=1)
+                ax.vlines(obs[ok], iv[ok, 0], iv[ok, 1], color=f"C{i}", alpha=0.5, lw=1)
+                lo_all.append(np.nanmin(iv[ok, 0]) if ok.any() else observed.min())
+                hi_all.append(np.nanmax(iv[ok, 1]) if ok.any() else observed.max())
+            lo_all.append(np.nanmin(pred))
+            hi_all.append(np.nanmax(pred))
+        lims = [min(lo_all), max(hi_all)]
+        ax.plot(lims, lims, "k-", lw=0.8)
+        ax.set(xlabel="observed loss (held out)", ylabel="predicted loss (refit without them)",
+               title=f"held out: {info['heldout']} ({info['n_test']} runs, {info['extrapolation_factor']:.3g}x compute)")
+        ax.legend(fontsize=7, title="law, mean |error|", title_fontsize=7)
+    fig.suptitle("Backtest: predicted vs observed loss of held-out runs (bars: prediction intervals)", fontsize=10)
+    return _save(fig, outdir, "backtest.png")
 
 
 def _setting_label(row: dict, keys) -> str:

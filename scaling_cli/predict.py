@@ -5,7 +5,8 @@
     result = predict(read_report("runs/_fit/fit.json"), params=7e9, tokens=1.4e12)
 
 Targets: (N, D); (N, C) with D = C/(6N); C alone, which uses the compute-optimal N_opt and D_opt
-of the parametric law; or N alone, which uses the compute-optimal D for that N.
+of the allocation law (fit.json selection.allocation_law: the selected law, or the best-backtested
+law of N and D); or N alone, which uses the compute-optimal D for that N.
 
 Two intervals at the fit's level (90% by default):
 - confidence interval (CI): the spread of the law itself, from the bootstrap parameter samples;
@@ -13,7 +14,11 @@ Two intervals at the fit's level (90% by default):
   drawn from N(0, s^2), s the fit's residual RMSE of log loss. `loss_lo`/`loss_hi` are the PI.
 The loss comes from the law the fit selected by held-out error (fit.json "selection"); if that law
 cannot answer this target (compute_only at an unfitted D/N), the parametric law is used and the
-result says so. Downstream metrics the fit found support for (fit.json "downstream") get one key
+result says so. The result carries the law, its backtest error (`backtest_error`: mean |relative
+error| on held-out runs, averaged over the two hold-outs) and `extrapolation_factor` (target C /
+largest fitted C). No confident nonsense: a law flagged unreliable (fit/reliability.py) gets no
+interval (`loss_ci`, `loss_pi` null) and no allocation (`compute_optimal.withheld` says why), nor
+does an allocation outside D/N 1..1000; `warnings` lists what not to trust. Downstream metrics the fit found support for (fit.json "downstream") get one key
 each, named after the metric column (e.g. next_verse_acc, with next_verse_acc_interval: the
 two-stage confidence interval compute -> loss -> metric); see scaling_cli.fit.downstream. numpy only.
 """
@@ -23,16 +28,36 @@ from __future__ import annotations
 import numpy as np
 
 from scaling_cli.errors import UserError
-from scaling_cli.fit import downstream, hyperparams, laws, parametric
+from scaling_cli.fit import downstream, family, hyperparams, intervals, laws, parametric, reliability
 from scaling_cli.fit.bootstrap import finite_interval
 
 # Residual draws per bootstrap sample for the prediction interval (200 samples x 50 = 10,000 draws).
 PI_DRAWS_PER_SAMPLE = 50
 
 
-def _resolve_target(report: dict, params, tokens, flops) -> tuple[float, float, float, dict]:
-    """(N, D, C, notes) from whichever of N, D, C were given."""
-    chin = report["laws"].get("chinchilla", {})
+def allocation_entry(report: dict) -> tuple[str | None, dict]:
+    """The law that answers compute-optimal questions: the selection's allocation law (a member of
+    the L(N, D) family), else chinchilla; ({}, None) when there is none."""
+    entries = report["laws"]
+    name = report.get("selection", {}).get("allocation_law") or "chinchilla"
+    entry = entries.get(name, {})
+    return (name, entry) if entry.get("status") == "ok" else (None, {})
+
+
+def allocation_withheld(name: str | None, entry: dict, flops: float) -> str | None:
+    """Why the compute-optimal allocation at `flops` is not to be trusted, or None."""
+    if name is None:
+        return "the fit has no law of N and D (see fit.json laws.*.reason)"
+    if not entry.get("reliable", True):
+        return f"{name} is flagged unreliable: " + "; ".join(entry.get("reasons", []))
+    ratio = reliability.optimal_ratio(family.entry_chinchilla(entry), flops)
+    why = reliability.ratio_reason(ratio, f"at C = {flops:.3g}")
+    return f"{name}: {why[0]}" if why else None
+
+
+def _resolve_target(report: dict, params, tokens, flops) -> tuple[float | None, float | None, float | None, dict]:
+    """(N, D, C, notes) from whichever of N, D, C were given; N or D is None when it would come
+    from a compute-optimal allocation that is withheld (notes["withheld"] says why)."""
     notes: dict = {}
     for name, value in (("params", params), ("tokens", tokens), ("flops", flops)):
         if value is not None and not (np.isfinite(value) and value > 0):
@@ -42,43 +67,54 @@ def _resolve_target(report: dict, params, tokens, flops) -> tuple[float, float, 
     if params is not None and tokens is not None and flops is not None:
         raise UserError("give at most two of --params, --tokens, --flops (the third follows from C = 6ND)")
     k = laws.FLOPS_PER_PARAM_TOKEN
+    name, entry = allocation_entry(report)
     if params is None:  # flops only (or flops + tokens)
         if tokens is not None:
             return flops / (k * tokens), tokens, flops, {"params_from": "C / (6 D)"}
-        if chin.get("status") != "ok":
-            raise UserError("--flops alone needs the parametric law L(N,D), which this fit lacks; give --params too")
-        p = chin["params"]
-        n_opt, d_opt = laws.chinchilla_optimum(flops, p["E"], p["A"], p["B"], p["alpha"], p["beta"])
-        return float(n_opt), float(d_opt), flops, {"params_from": "compute-optimal N_opt(C)", "tokens_from": "C / (6 N_opt)"}
+        if name is None:
+            raise UserError("--flops alone needs a law of N and D, which this fit lacks; give --params too")
+        why = allocation_withheld(name, entry, flops)
+        if why:
+            return None, None, flops, {"withheld": why}
+        n_opt, d_opt = laws.chinchilla_optimum(flops, *family.entry_chinchilla(entry))
+        return float(n_opt), float(d_opt), flops, {"params_from": f"compute-optimal N_opt(C) ({name})",
+                                                   "tokens_from": "C / (6 N_opt)"}
     if tokens is None and flops is not None:
         return params, flops / (k * params), flops, {"tokens_from": "C / (6 N)"}
     if tokens is None:
-        if chin.get("status") != "ok":
-            raise UserError("--params alone needs the parametric law for compute-optimal tokens; give --tokens too")
-        p = chin["params"]
-        d_opt = float(laws.chinchilla_tokens_for_params(params, p["E"], p["A"], p["B"], p["alpha"], p["beta"]))
-        return params, d_opt, k * params * d_opt, {"tokens_from": "compute-optimal D for this N"}
+        if name is None:
+            raise UserError("--params alone needs a law of N and D for compute-optimal tokens; give --tokens too")
+        d_opt = float(laws.chinchilla_tokens_for_params(params, *family.entry_chinchilla(entry)))
+        why = allocation_withheld(name, entry, k * params * d_opt)
+        if why:
+            return params, None, None, {"withheld": why}
+        return params, d_opt, k * params * d_opt, {"tokens_from": f"compute-optimal D for this N ({name})"}
     return params, tokens, k * params * tokens, {"flops_from": "6 N D"}
 
 
-def _compute_optimal(chin: dict, params: float, flops: float, level: float) -> dict | None:
-    """N_opt and D_opt at this compute, and the compute-optimal D for this N, with intervals."""
-    if chin.get("status") != "ok":
+def _compute_optimal(name: str | None, entry: dict, params: float, flops: float, level: float) -> dict | None:
+    """N_opt and D_opt at this compute, and the compute-optimal D for this N, with intervals;
+    {"withheld": reason} when the allocation law is unreliable or its allocation implausible."""
+    if name is None:
         return None
-    p = chin["params"]
-    theta = (p["E"], p["A"], p["B"], p["alpha"], p["beta"])
+    why = allocation_withheld(name, entry, flops)
+    if why:
+        return {"withheld": why, "law": name}
+    theta = family.entry_chinchilla(entry)
     n_opt, d_opt = laws.chinchilla_optimum(flops, *theta)
     d_for_n = laws.chinchilla_tokens_for_params(params, *theta)
-    out = {"flops": flops, "params_opt": float(n_opt), "tokens_opt": float(d_opt),
+    out = {"law": name, "flops": flops, "params_opt": float(n_opt), "tokens_opt": float(d_opt),
            "tokens_per_param_opt": float(d_opt / n_opt), "tokens_opt_for_params": float(d_for_n)}
-    s = np.asarray(chin.get("samples", []), dtype=float)
-    if s.size:
+    s = family.entry_chinchilla(entry, use_samples=True)
+    if s is not None:
         cols = tuple(s[:, i] for i in range(5))
+        k = family.entry_widening(entry)
         with np.errstate(all="ignore"):
             ns, ds = laws.chinchilla_optimum(flops, *cols)
-            out["params_opt_interval"] = finite_interval(ns, level)
-            out["tokens_opt_interval"] = finite_interval(ds, level)
-            out["tokens_opt_for_params_interval"] = finite_interval(laws.chinchilla_tokens_for_params(params, *cols), level)
+            dn = laws.chinchilla_tokens_for_params(params, *cols)
+            out["params_opt_interval"] = finite_interval(intervals.stretch_values(ns, n_opt, k), level)
+            out["tokens_opt_interval"] = finite_interval(intervals.stretch_values(ds, d_opt, k), level)
+            out["tokens_opt_for_params_interval"] = finite_interval(intervals.stretch_values(dn, d_for_n, k), level)
     return out
 
 
@@ -92,16 +128,49 @@ def _reference_hparams(params: float, tokens: float, flops: float) -> dict:
             "deepseek": {"lr": la * flops**lb, "batch_size": ba * flops**bb}}
 
 
+def _backtest_summary(report: dict, law: str) -> dict:
+    """The law's backtest errors (mean |relative error| per hold-out) and how far each reached."""
+    out = {}
+    for holdout, info in (report.get("backtests") or {}).items():
+        score = info.get("scores", {}).get(law, {})
+        out[holdout] = {"mean_abs_rel_error": score.get("mean_abs_rel_error"),
+                        "mean_rel_error": score.get("mean_rel_error"),
+                        "extrapolation_factor": info.get("extrapolation_factor")}
+    return out
+
+
 def predict(report: dict, params: float | None = None, tokens: float | None = None, flops: float | None = None,
             level: float | None = None, seed: int = 0) -> dict:
     """Point predictions and intervals at the target; see the module docstring."""
     level = float(level if level is not None else report.get("level", 0.9))
     entries = report["laws"]
     n, d, c, notes = _resolve_target(report, params, tokens, flops)
-    law_name = report.get("selection", {}).get("loss_law")
-    law_note = report.get("selection", {}).get("reason", "")
+    selection = report.get("selection", {})
+    law_name = selection.get("loss_law")
+    law_note = selection.get("reason", "")
     if law_name is None:
         raise UserError("the fit has no usable loss law (see fit.json laws.*.reason); add runs and re-run `scaling-cli fit`")
+    warnings_: list[str] = []
+    max_c = report.get("data", {}).get("ranges", {}).get("flops", [None, None])[1]
+    result: dict = {"params": n, "tokens": d, "flops": c, "tokens_per_param": None if n is None or d is None else d / n,
+                    "params_kind": report.get("data", {}).get("params_kind", "total"), "level": level,
+                    "loss": None, "loss_lo": None, "loss_hi": None, "loss_ci": [None, None], "loss_pi": [None, None],
+                    "target_notes": notes}
+    if d is None or n is None:  # the target needs an allocation that is withheld
+        own = entries.get(law_name, {})
+        result |= {"law": law_name, "law_reason": law_note, "reliable": bool(own.get("reliable", True)),
+                   "reasons": list(own.get("reasons", [])), "residual_rmse_log": None,
+                   "backtest_error": next((r["combined_error"] for r in selection.get("ranking", [])
+                                           if r["law"] == law_name), None),
+                   "backtest": _backtest_summary(report, law_name),
+                   "extrapolation_factor": c / max_c if c and max_c else None,
+                   "compute_optimal": {"withheld": notes["withheld"]},
+                   "warnings": [f"no loss predicted: the compute-optimal allocation is withheld ({notes['withheld']}); "
+                                "give --tokens (with --params) to predict at a stated D"]}
+        if result["extrapolation_factor"]:
+            result["extrapolation_factor_flops"] = result["extrapolation_factor"]
+        result["reference_hparams"] = None
+        return result
     point = parametric.entry_loss(entries[law_name], n, d, c)
     if point is None and law_name != "chinchilla" and entries.get("chinchilla", {}).get("status") == "ok":
         law_note = f"{law_name} has no fitted group with D/N = {d / n:.3g}; fell back to chinchilla"
@@ -111,25 +180,38 @@ def predict(report: dict, params: float | None = None, tokens: float | None = No
         raise UserError(f"law {law_name!r} cannot predict at D/N = {d / n:.3g}; give --tokens matching a fitted ratio")
     entry = entries[law_name]
     loss = float(np.ravel(point)[0])
+    reliable = bool(entry.get("reliable", True))
     with np.errstate(all="ignore"):
         samples = parametric.entry_loss(entry, n, d, c, use_samples=True)
     samples = None if samples is None else np.ravel(samples)
     sigma = parametric.entry_rmse_log(entry, n, d) or 0.0
-    rng = np.random.default_rng(seed)
-    base = samples[np.isfinite(samples)] if samples is not None and np.isfinite(samples).sum() >= 2 else np.array([loss])
-    draws = (base[:, None] * np.exp(rng.normal(0.0, sigma, (len(base), PI_DRAWS_PER_SAMPLE)))).ravel()
-    ci = finite_interval(samples, level)
-    pi = finite_interval(draws, level)
-    result = {
-        "params": n, "tokens": d, "flops": c, "tokens_per_param": d / n,
-        "params_kind": report.get("data", {}).get("params_kind", "total"),
-        "loss": loss, "loss_lo": pi[0], "loss_hi": pi[1], "loss_ci": ci, "loss_pi": pi, "level": level,
-        "residual_rmse_log": sigma, "law": law_name, "law_reason": law_note, "target_notes": notes,
+    if reliable:
+        rng = np.random.default_rng(seed)
+        base = samples[np.isfinite(samples)] if samples is not None and np.isfinite(samples).sum() >= 2 else np.array([loss])
+        draws = (base[:, None] * np.exp(rng.normal(0.0, sigma, (len(base), PI_DRAWS_PER_SAMPLE)))).ravel()
+        ci, pi = finite_interval(samples, level), finite_interval(draws, level)
+    else:  # a degenerate law's bootstrap spread is no measure of its error: no interval at all
+        ci = pi = [None, None]
+        samples = None
+        warnings_.append(f"{law_name} is flagged unreliable ({'; '.join(entry.get('reasons', []))}): "
+                         "the loss is shown without an interval; do not bet on it")
+    factor = c / max_c if max_c else None
+    backtest = _backtest_summary(report, law_name)
+    reached = max([b["extrapolation_factor"] or 0 for b in backtest.values()] or [0])
+    if factor and factor > max(10.0, 10 * reached):
+        warnings_.append(f"the target is {factor:.3g}x the largest fitted compute; the backtests reached "
+                         f"{reached:.3g}x, so the error at this distance is unmeasured")
+    result |= {
+        "loss": loss, "loss_lo": pi[0], "loss_hi": pi[1], "loss_ci": ci, "loss_pi": pi,
+        "residual_rmse_log": sigma, "law": law_name, "law_reason": law_note,
+        "reliable": reliable, "reasons": list(entry.get("reasons", [])),
+        "backtest_error": next((r["combined_error"] for r in selection.get("ranking", []) if r["law"] == law_name), None),
+        "backtest": backtest,
     }
-    max_c = report.get("data", {}).get("ranges", {}).get("flops", [None, None])[1]
-    if max_c:
-        result["extrapolation_factor_flops"] = c / max_c
-    opt = _compute_optimal(entries.get("chinchilla", {}), n, c, level)
+    if factor:
+        result["extrapolation_factor"] = factor
+        result["extrapolation_factor_flops"] = factor
+    opt = _compute_optimal(*allocation_entry(report), n, c, level)
     if opt is not None:
         result["compute_optimal"] = opt
     for name in ("lr", "batch_size"):
@@ -143,10 +225,13 @@ def predict(report: dict, params: float | None = None, tokens: float | None = No
     # at a fitted model size; one key per metric column, null where the fit found no support.
     metrics = downstream.predict_all(report, n, d, loss, samples, level)
     for col, got in metrics.items():
+        if not reliable and got.get("stages"):  # stage 1 has no trustworthy interval
+            got["interval"] = [None, None]
         result[col] = got["value"]
         result[f"{col}_interval"] = got["interval"]
     if metrics:
         result["downstream"] = metrics
+    result["warnings"] = warnings_
     return result
 
 
@@ -154,23 +239,43 @@ def format_prediction(r: dict) -> str:
     """Human-readable lines for the CLI."""
     pct = f"{r['level']:.0%}"
     iv = lambda pair, digits=4: "" if not pair or pair[0] is None else f" [{pair[0]:.{digits}g}, {pair[1]:.{digits}g}]"
-    ci = f"{pct} CI{iv(r['loss_ci'])}" if r["loss_ci"][0] is not None else "no CI (fit without bootstrap)"
-    lines = [
-        f"target     N = {r['params']:.3g} params ({r['params_kind']}), D = {r['tokens']:.3g} tokens, "
-        f"C = {r['flops']:.3g} FLOPs, D/N = {r['tokens_per_param']:.3g}",
-        f"loss       {r['loss']:.4f} nats/token   {ci}   {pct} PI{iv(r['loss_pi'])}",
-        f"law        {r['law']} ({r['law_reason']})",
-    ]
-    if r.get("extrapolation_factor_flops"):
-        lines.append(f"extrapolation  {r['extrapolation_factor_flops']:.3g}x the largest fitted compute")
+    n_txt = "?" if r["params"] is None else f"{r['params']:.3g}"
+    d_txt = "withheld" if r["tokens"] is None else f"{r['tokens']:.3g}"
+    c_txt = "?" if r["flops"] is None else f"{r['flops']:.3g}"
+    lines = [f"target     N = {n_txt} params ({r['params_kind']}), D = {d_txt} tokens, C = {c_txt} FLOPs"
+             + ("" if r["tokens_per_param"] is None else f", D/N = {r['tokens_per_param']:.3g}")]
+    if r["loss"] is None:
+        lines.append("loss       not predicted")
+    elif not r.get("reliable", True):
+        lines.append(f"loss       {r['loss']:.4f} nats/token   no interval: the law is flagged unreliable")
+    else:
+        ci = f"{pct} CI{iv(r['loss_ci'])}" if r["loss_ci"][0] is not None else "no CI (fit without bootstrap)"
+        lines.append(f"loss       {r['loss']:.4f} nats/token   {ci}   {pct} PI{iv(r['loss_pi'])}")
+    lines.append(f"law        {r['law']} ({r['law_reason']})")
+    if not r.get("reliable", True):
+        lines.append("UNRELIABLE " + "; ".join(r.get("reasons", [])))
+    bt = r.get("backtest") or {}
+    parts = [f"{h.replace('_', ' ')} {b['mean_abs_rel_error']:.2%}"
+             + (f" at {b['extrapolation_factor']:.3g}x" if b.get("extrapolation_factor") else "")
+             for h, b in bt.items() if b.get("mean_abs_rel_error") is not None]
+    if r.get("backtest_error") is not None:
+        lines.append(f"backtest   mean |error| {r['backtest_error']:.2%} on held-out runs ({'; '.join(parts)})")
+    elif parts:
+        lines.append(f"backtest   {'; '.join(parts)}")
+    else:
+        lines.append("backtest   none (needs runs of >= 3 model sizes): the error of this extrapolation is unmeasured")
+    if r.get("extrapolation_factor"):
+        lines.append(f"extrapolation  {r['extrapolation_factor']:.3g}x the largest fitted compute")
     opt = r.get("compute_optimal")
-    if opt:
+    if opt and opt.get("withheld"):
+        lines.append(f"optimal    withheld: {opt['withheld']}")
+    elif opt:
         lines.append(f"optimal    at C = {opt['flops']:.3g}: N_opt = {opt['params_opt']:.3g}{iv(opt.get('params_opt_interval'), 3)}, "
                      f"D_opt = {opt['tokens_opt']:.3g}, D/N = {opt['tokens_per_param_opt']:.3g}; "
-                     f"for N = {r['params']:.3g}: D_opt = {opt['tokens_opt_for_params']:.3g}")
-    ref = r["reference_hparams"]
+                     f"for N = {r['params']:.3g}: D_opt = {opt['tokens_opt_for_params']:.3g} ({opt['law']})")
+    ref = r.get("reference_hparams")
     for name, label in (("lr", "lr_opt"), ("batch_size", "batch_opt")):
-        if f"{name}_opt" in r:
+        if f"{name}_opt" in r and ref:
             lines.append(f"{label:<10} {r[f'{name}_opt']:.3g}{iv(r[f'{name}_opt_interval'], 3)} ({r[f'{name}_opt_form']} fit); "
                          f"Step Law {ref['step_law'][name]:.3g}, DeepSeek {ref['deepseek'][name]:.3g}")
     for col, got in r.get("downstream", {}).items():
@@ -180,6 +285,8 @@ def format_prediction(r: dict) -> str:
             how = got.get("stages") or got.get("form", "")
             extra = ", extrapolated" if got.get("extrapolation") else ""
             lines.append(f"{col:<10} {got['value']:.4g}{iv(got['interval'], 3)} ({how}{extra})")
-    if r.get("target_notes"):
-        lines.append("notes      " + "; ".join(f"{k.replace('_from', '')} = {v}" for k, v in r["target_notes"].items()))
+    notes = {k: v for k, v in (r.get("target_notes") or {}).items() if k != "withheld"}
+    if notes:
+        lines.append("notes      " + "; ".join(f"{k.replace('_from', '')} = {v}" for k, v in notes.items()))
+    lines += [f"warning    {w}" for w in r.get("warnings", [])]
     return "\n".join(lines)

@@ -39,7 +39,11 @@ def test_fit_csv_writes_report_and_plots(csv_fit, capsys):
     assert report["laws"]["approach2"]["status"] == "ok"
     assert report["laws"]["lr_opt"]["status"] == "ok"
     assert report["laws"]["curves"]["status"] == "not enough data"
-    assert report["selection"]["loss_law"] in ("chinchilla", "compute_only")
+    assert report["selection"]["loss_law"] in ("chinchilla", "chinchilla_fixed_e", "overtrain", "overtrain_fixed_e",
+                                               "compute_only")
+    assert report["selection"]["reliable"] and report["laws"][report["selection"]["loss_law"]]["reliable"]
+    assert {"largest_size", "largest_compute"} == set(report["backtests"])
+    assert "backtests (refit without the held-out runs" in out and "<- selected" in out
     assert "rmse_log" in report["diagnostics"]["chinchilla"]["residuals"]
     assert "heldout" in report["diagnostics"]["chinchilla"]
     for png in ("loss_vs_compute.png", "isoflop.png", "lr_sweep.png", "fitted_vs_observed.png"):
@@ -54,11 +58,17 @@ def test_predict_json_after_fit(csv_fit, capsys):
     assert main(["predict", "--params", "7e9", "--tokens", "1.4T", "--fit", str(outdir / "fit.json"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert {"params", "tokens", "flops", "loss", "loss_lo", "loss_hi", "lr_opt", "law"} <= set(result)
+    # issue 15: the law used, how far beyond the fitted compute, and its backtest error
+    assert {"extrapolation_factor", "backtest_error", "reliable", "warnings"} <= set(result)
+    largest = pd.read_csv(path)["flops"].max()
+    assert result["extrapolation_factor"] == pytest.approx(result["flops"] / largest, rel=1e-6)
+    assert 0 < result["backtest_error"] < 0.02 and result["reliable"] is True
     assert result["loss_lo"] < result["loss"] < result["loss_hi"]
     assert result["tokens"] == 1.4e12 and result["flops"] == pytest.approx(6 * 7e9 * 1.4e12)
     assert main(["predict", "--flops", "6e22", "--fit", str(outdir)]) == 0
     text = capsys.readouterr().out
     assert "N_opt" in text and "CI" in text and "PI" in text and "law" in text
+    assert "backtest   mean |error|" in text and "x the largest fitted compute" in text
 
 
 def _write_store(root, seed=0):

@@ -1,10 +1,10 @@
-"""The pipeline's run selection for loss laws, and model selection by leave-largest-size-out error."""
+"""The pipeline's run selection for loss laws, backtests (largest size, largest compute), law selection."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from scaling_cli.fit import selection, synthetic
+from scaling_cli.fit import backtest, selection, synthetic
 from scaling_cli.fit.bootstrap import FitOptions
 from scaling_cli.fit.pipeline import best_per_cell
 
@@ -22,24 +22,41 @@ def test_best_per_cell_averages_seeds_then_takes_the_best_lr():
     assert none == 0 and same is plain
 
 
-def test_holdout_scores_and_selection():
+def test_backtests_hold_out_the_largest_size_and_the_largest_compute():
     df = synthetic.chinchilla_runs(120, seed=4, noise=0.005)
-    info = selection.holdout_scores(df["params"], df["tokens"], df["flops"], df["loss"], FitOptions(n_boot=0, grid_size=2))
-    assert info["n_test"] == int(selection.largest_size_mask(df["params"]).sum()) > 0
-    score = info["scores"]["chinchilla"]
-    assert score["status"] == "ok" and score["coverage"] == 1.0 and score["rmse_log"] < 0.02
-    entries = {"chinchilla": {"status": "ok"}, "compute_only": {"status": "ok"}}
-    holdout = {"scores": {"chinchilla": {"status": "ok", "coverage": 1.0, "rmse_log": 0.03},
-                          "compute_only": {"status": "ok", "coverage": 1.0, "rmse_log": 0.01}}}
-    assert selection.select_loss_law(entries, holdout)["loss_law"] == "compute_only"
-    holdout["scores"]["compute_only"]["coverage"] = 0.5  # cannot predict most held-out runs
-    assert selection.select_loss_law(entries, holdout)["loss_law"] == "chinchilla"
-    assert selection.select_loss_law(entries, {"scores": {}, "reason": "x"})["loss_law"] == "chinchilla"
-    assert selection.select_loss_law({"chinchilla": {"status": "not enough data"}}, holdout)["loss_law"] is None
+    info = backtest.backtest(df["params"], df["tokens"], df["flops"], df["loss"], FitOptions(n_boot=0, grid_size=2),
+                             laws=("chinchilla", "overtrain"))
+    size, compute = info["largest_size"], info["largest_compute"]
+    assert size["n_test"] == int(backtest.largest_size_mask(df["params"]).sum()) >= 12  # >= 10% of the runs
+    assert compute["n_test"] == int(backtest.largest_compute_mask(df["flops"]).sum()) >= 12
+    assert min(compute["runs"]["flops"]) >= np.quantile(df["flops"], 0.85)
+    assert compute["extrapolation_factor"] > 1.0
+    for h in (size, compute):
+        score = h["scores"]["chinchilla"]
+        assert score["status"] == "ok" and score["coverage"] == 1.0 and score["mean_abs_rel_error"] < 0.02
+        assert len(score["predicted"]) == h["n_test"]
 
 
-def test_two_sizes_give_no_holdout_score():
+def test_selection_prefers_reliable_laws_then_the_best_combined_backtest():
+    ok = {"status": "ok", "reliable": True}
+    entries = {"chinchilla": dict(ok), "overtrain": dict(ok), "compute_only": dict(ok)}
+    score = lambda e, cov=1.0: {"status": "ok", "coverage": cov, "mean_abs_rel_error": e}
+    bts = {"largest_size": {"scores": {"chinchilla": score(0.02), "overtrain": score(0.01), "compute_only": score(0.001, 0.5)}},
+           "largest_compute": {"scores": {"chinchilla": score(0.02), "overtrain": score(0.02), "compute_only": score(0.001)}}}
+    sel = selection.select_loss_law(entries, bts)
+    assert sel["loss_law"] == "overtrain" and sel["backtest_error"] == pytest.approx(0.015)
+    assert [r["law"] for r in sel["ranking"]][:2] == ["overtrain", "chinchilla"]  # compute_only: too few runs predicted
+    entries["overtrain"]["reliable"] = False
+    assert selection.select_loss_law(entries, bts)["loss_law"] == "chinchilla"
+    assert sel["allocation_law"] == "overtrain"
+    # No backtest at all (too few sizes): the default order among reliable laws.
+    none = {h: {"scores": {}, "reason": "needs runs of at least 3 model sizes"} for h in bts}
+    assert selection.select_loss_law(entries, none)["loss_law"] == "chinchilla"
+    assert selection.select_loss_law({"chinchilla": {"status": "not enough data"}}, bts)["loss_law"] is None
+
+
+def test_two_sizes_give_no_backtest():
     df = synthetic.chinchilla_runs(40, seed=0)
     n = np.where(df["params"] > 1e9, 3e9, 1e8)
-    info = selection.holdout_scores(n, df["tokens"], df["flops"], df["loss"], FitOptions(n_boot=0, grid_size=2))
-    assert info["scores"] == {} and "3 model sizes" in info["reason"]
+    info = backtest.backtest(n, df["tokens"], df["flops"], df["loss"], FitOptions(n_boot=0, grid_size=2))
+    assert all(h["scores"] == {} and "3 model sizes" in h["reason"] for h in info.values())

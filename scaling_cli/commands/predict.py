@@ -36,7 +36,8 @@ def register(subparsers) -> None:
                     "and batch size when the fit has them, and every downstream metric the fit supports "
                     "(accuracy via compute -> loss -> Err(L); BLEU and downstream CE via D_p at a fitted size).",
         epilog="Give --params with --tokens or --flops, --params alone (compute-optimal tokens), or "
-               "--flops alone (compute-optimal N and D). Counts accept suffixes: 7B, 1.4T.")
+               "--flops alone (compute-optimal N and D). Counts accept suffixes: 7B, 1.4T. A law the fit flagged "
+               "unreliable gets no interval, and an implausible compute-optimal allocation is withheld with the reason.")
     p.add_argument("--params", type=number, default=None, help="parameters N (same kind as the fit: total or non-embedding)")
     p.add_argument("--tokens", type=number, default=None, help="training tokens D")
     p.add_argument("--flops", type=number, default=None, help="training FLOPs C (D = C / 6N, or compute-optimal N and D)")
@@ -44,7 +45,9 @@ def register(subparsers) -> None:
     p.add_argument("--level", type=float, default=None, help="interval level (default: the fit's, usually 0.9)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object instead of text (loss_lo/loss_hi: prediction interval; loss_ci: confidence "
-                        "interval; one key per downstream metric column, e.g. next_verse_acc and next_verse_acc_interval)")
+                        "interval; law, backtest_error (its mean |relative error| on held-out runs), extrapolation_factor "
+                        "(target C / largest fitted C), reliable, reasons, warnings; one key per downstream metric "
+                        "column, e.g. next_verse_acc and next_verse_acc_interval)")
     p.set_defaults(func=run)
 
 

@@ -54,3 +54,21 @@ def nearest_group(value: float, centers: dict[int, float], rel_tol: float = DEFA
         return None
     best = min(centers, key=lambda g: abs(np.log(value / centers[g])))
     return best if abs(np.log(value / centers[best])) <= np.log1p(2 * rel_tol) else None
+
+
+def top_groups(values: ArrayLike, share: float = 0.10, max_share: float = 1 / 3,
+               rel_tol: float = DEFAULT_REL_TOL) -> np.ndarray:
+    """True for the values in the top groups: as many groups (largest first) as it takes to cover
+    >= max(2, share) of the values, never more than max_share of them (one group always)."""
+    v = np.asarray(values, dtype=float)
+    labels = cluster_log(v, rel_tol)
+    want = max(2, int(np.ceil(share * len(v))))
+    mask = np.zeros(len(v), dtype=bool)
+    for g in sorted(set(labels.tolist()) - {-1}, reverse=True):
+        nxt = mask | (labels == g)
+        if mask.any() and nxt.sum() > max_share * len(v):
+            break
+        mask = nxt
+        if mask.sum() >= want:
+            break
+    return mask

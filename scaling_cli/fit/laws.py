@@ -83,6 +83,30 @@ def chinchilla_tokens_for_params(n: ArrayLike, E, A, B, alpha, beta) -> np.ndarr
     return c / (FLOPS_PER_PARAM_TOKEN * n)
 
 
+def overtrain_loss(x: tuple[ArrayLike, ArrayLike], E, a, b, eta) -> np.ndarray:
+    """L(C, M) = E + (a M^eta + b M^-eta) C^-eta (Gadre et al. 2024, eq. 4); x = (C, M), M = D/N.
+
+    With C = 6ND this is the Chinchilla form with one shared exponent alpha = beta = 2 eta:
+    A = a 6^-eta, B = b 6^-eta (see `overtrain_to_chinchilla`).
+    """
+    c, m = (np.asarray(v, dtype=float) for v in x)
+    return E + (a * m**eta + b * m ** (-eta)) * c ** (-eta)
+
+
+def overtrain_to_chinchilla(E, a, b, eta) -> tuple:
+    """(E, A, B, alpha, beta) of the Chinchilla form equal to the over-training law under C = 6ND."""
+    scale = FLOPS_PER_PARAM_TOKEN ** (-np.asarray(eta, dtype=float))
+    return E, a * scale, b * scale, 2 * np.asarray(eta, dtype=float), 2 * np.asarray(eta, dtype=float)
+
+
+def overtrain_optimal_ratio(a, b, eta) -> np.ndarray:
+    """Compute-optimal M* = D/N of the over-training law: argmin a M^eta + b M^-eta = (b/a)^(1/(2 eta)).
+
+    It does not depend on C, so N_opt = sqrt(C/(6 M*)) and D_opt = M* N_opt at every budget.
+    """
+    return (np.asarray(b, dtype=float) / a) ** (1.0 / (2.0 * np.asarray(eta, dtype=float)))
+
+
 @dataclass(frozen=True)
 class Law:
     """A registered parametric form."""
@@ -93,10 +117,16 @@ class Law:
     inputs: tuple[str, ...]
     form: str
     reference: str
+    fixed: tuple[str, ...] = ()
+    """Parameters held fixed in the fit (set from an independent estimate), not fitted."""
 
     @property
     def n_params(self) -> int:
         return len(self.param_names)
+
+    @property
+    def n_free(self) -> int:
+        return len(self.param_names) - len(self.fixed)
 
 
 LAWS: dict[str, Law] = {
@@ -104,6 +134,15 @@ LAWS: dict[str, Law] = {
     for law in (
         Law("chinchilla", chinchilla_loss, ("E", "A", "B", "alpha", "beta"), ("params", "tokens"),
             "L = E + A/N^alpha + B/D^beta", "Hoffmann et al. 2022 approach 3; fitted as Besiroglu et al. 2024"),
+        Law("chinchilla_fixed_e", chinchilla_loss, ("E", "A", "B", "alpha", "beta"), ("params", "tokens"),
+            "L = E + A/N^alpha + B/D^beta, E fixed by a held-out profile",
+            "Hoffmann et al. 2022 with the irreducible loss set apart (scaling_cli/fit/family.py)", fixed=("E",)),
+        Law("overtrain", overtrain_loss, ("E", "a", "b", "eta"), ("flops", "tokens_per_param"),
+            "L = E + (a M^eta + b M^-eta) C^-eta, M = D/N, C = 6ND (= Chinchilla with alpha = beta = 2 eta)",
+            "Gadre et al. 2024, language models scale reliably with over-training, eq. 4"),
+        Law("overtrain_fixed_e", overtrain_loss, ("E", "a", "b", "eta"), ("flops", "tokens_per_param"),
+            "L = E + (a M^eta + b M^-eta) C^-eta, E fixed by a held-out profile",
+            "Gadre et al. 2024 with the irreducible loss set apart (scaling_cli/fit/family.py)", fixed=("E",)),
         Law("compute_only", compute_loss, ("E", "A", "alpha"), ("flops",),
             "L = E + A*C^-alpha at fixed M = D/N", "Gadre et al. 2024 (over-training)"),
         Law("power_law", power_law, ("coef", "exponent"), ("x",),

@@ -4,9 +4,9 @@
     from scaling_cli.fit.pipeline import fit_all
     report = fit_all(load_input("runs.csv", ColumnSpec()))
 
-Order: the parametric L(N, D) and the compute-only law on final losses; Chinchilla approaches 1
-and 2; LR and batch-size optima; schedule-aware curve laws per model size; held-out selection of
-the loss law; then downstream metrics (fit/downstream.py: BLEU(D_p), CE(D_p), Err(L)), each with a
+Order: the loss laws on final losses (fit/loss_laws.py: the L(N, D) family, the compute-only law,
+their reliability flags, backtests on the largest size and compute, the selection); Chinchilla
+approaches 1 and 2; LR and batch-size optima; schedule-aware curve laws per model size; then downstream metrics (fit/downstream.py: BLEU(D_p), CE(D_p), Err(L)), each with a
 support verdict, under the report's "downstream" key. Each law degrades to {"status": "not enough data", "reason": ...}
 instead of failing. No I/O here: artifact.py writes the report, plots.py draws it.
 """
@@ -18,7 +18,7 @@ import datetime as _dt
 import numpy as np
 
 from scaling_cli import __version__
-from scaling_cli.fit import FIT_SCHEMA, approaches, curve_fit, downstream, hyperparams, parametric, selection
+from scaling_cli.fit import FIT_SCHEMA, approaches, curve_fit, downstream, hyperparams, loss_laws, parametric
 from scaling_cli.fit import sensitivity
 from scaling_cli.fit.bootstrap import FitOptions
 from scaling_cli.fit.grouping import cluster_log
@@ -124,10 +124,16 @@ def fit_all(prepared: Prepared, options: FitOptions | None = None) -> dict:
         prepared.meta["notes"].append(
             f"loss laws use one run per (N, D) cell ({len(done)} of {len(all_done)}): seeds averaged, "
             "then the best LR / batch size / schedule; the LR and batch-size fits use every run")
+    by_kind = None
+    if prepared.meta.get("params_kind") == "auto":
+        prepared, done, by_kind = loss_laws.resolve_auto_kind(prepared, done, options)
+        runs = prepared.runs
+        all_done = runs[~runs["diverged"] & np.isfinite(runs["loss"])].reset_index(drop=True)
     n, d, c, loss = (done[k].to_numpy(dtype=float) for k in ("params", "tokens", "flops", "loss"))
-    entries: dict[str, dict] = {}
-    entries["chinchilla"] = parametric.fit_chinchilla(n, d, loss, options)
-    entries["compute_only"] = parametric.fit_compute_only(c, d, n, loss, options)
+    # Loss laws (fit/loss_laws.py): the L(N, D) family and compute_only, reliability flags,
+    # backtests on the largest size and the largest compute, selection by backtest.
+    block = loss_laws.fit_loss_laws(done, options, prepared.meta.get("params_kind", "total"), by_kind)
+    entries: dict[str, dict] = dict(block["entries"])
     *points, source = _approach1_points(prepared, all_done if prepared.evals is not None or prepared.curves is not None else done)
     entries["approach1"] = approaches.approach1(*points, options=options) | {"points": source}
     entries["approach2"] = approaches.approach2(c, n, d, loss, options)
@@ -138,8 +144,6 @@ def fit_all(prepared: Prepared, options: FitOptions | None = None) -> dict:
         entries[f"{name}_opt"] = hyperparams.fit_optimal(
             name, runs["params"], runs["tokens"], runs["flops"], runs[name], runs["loss"], runs["diverged"], options)
     entries["curves"] = fit_curves(prepared, all_done, options)
-    holdout = selection.holdout_scores(n, d, c, loss, options)
-    chosen = selection.select_loss_law(entries, holdout)
     comparison = {}
     if entries["chinchilla"]["status"] == "ok":
         comparison["approach3"] = entries["chinchilla"]["derived"]["values"]["n_opt_exponent"]
@@ -149,13 +153,6 @@ def fit_all(prepared: Prepared, options: FitOptions | None = None) -> dict:
     # Downstream metrics use every finished run (not one per cell): Err(L) maps each run's own loss
     # to its own accuracy, and BLEU(D_p) is fitted within model sizes.
     downstream_report = downstream.fit_downstream(all_done, prepared.meta.get("metrics", {}), options)
-    diagnostics = {}
-    for name in ("chinchilla", "compute_only"):
-        e = entries[name]
-        if e["status"] == "ok":
-            resid = e["residuals"] if name == "chinchilla" else {
-                "rmse_log": float(np.sqrt(np.mean([g["residuals"]["rmse_log"] ** 2 for g in e["groups"]])))}
-            diagnostics[name] = {"residuals": resid, "heldout": holdout["scores"].get(name)}
     return {
         "schema": FIT_SCHEMA,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -166,9 +163,11 @@ def fit_all(prepared: Prepared, options: FitOptions | None = None) -> dict:
         "level": options.level,
         "laws": entries,
         "n_opt_exponent_by_approach": comparison,
-        "holdout": holdout,
-        "diagnostics": diagnostics,
-        "selection": chosen,
+        "holdout": block["holdout"],
+        "backtests": block["backtests"],
+        "params_kinds": block["params_kinds"],
+        "diagnostics": block["diagnostics"],
+        "selection": block["selection"],
         "downstream": downstream_report,
         # LR sensitivity per size (Wortsman et al.) and best LR per width (μP transfer): fit/sensitivity.py
         "stability": sensitivity.report(runs, prepared.evals),

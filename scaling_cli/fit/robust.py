@@ -18,6 +18,12 @@ log-inputs; the best optimum is then polished with scipy's L-BFGS-B (Hoffmann et
 spinning on 5x5 problems) made 1,024 starts + 200 x 4 bootstrap refits take minutes; batched, the
 400-point, 4^5-start, 200-resample recipe takes a few seconds on 2 cores (tests/test_fit_parametric.py).
 
+Constrained members of the family (the over-training law's shared exponent alpha = beta, an
+irreducible loss fixed from elsewhere) use the same objective through a `Constraint`: the
+optimiser moves a shorter vector phi of free parameters, theta is expanded from it, and the
+gradient is summed back over tied entries. `y` may carry one row per start (wild-bootstrap
+resamples refit against their own responses).
+
 Pure numpy/scipy; no I/O.
 """
 
@@ -44,6 +50,64 @@ DEFAULT_CONST_FRACTIONS = (0.2, 0.5, 0.75, 0.95)
 
 # Exponents are kept in a physical range; a start that runs off to the bound is a bad basin.
 EXPONENT_BOUNDS = (1e-4, 5.0)
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """Ties and fixed values among theta = (a_1..a_k, alpha_1..alpha_k, e).
+
+    `index[i]` is the free parameter theta[i] takes, or -1 when theta[i] is fixed (its value comes
+    from the `fixed` array passed beside the constraint). Free parameters are numbered 0..p-1 in
+    order of first use. Only exponents and e may be fixed: the a_j move with the centring of x.
+    """
+
+    index: tuple[int, ...]
+
+    @staticmethod
+    def tied_exponents(k: int = 2, fix_e: bool = False) -> "Constraint":
+        """Every alpha_j equal (the over-training law), optionally with e fixed."""
+        return Constraint(tuple(range(k)) + (k,) * k + ((-1,) if fix_e else (k + 1,)))
+
+    @staticmethod
+    def fixed_e(k: int = 2) -> "Constraint":
+        """e fixed, everything else free."""
+        return Constraint(tuple(range(2 * k)) + (-1,))
+
+    @property
+    def n_free(self) -> int:
+        return max(self.index) + 1
+
+    def compress(self, theta: np.ndarray) -> np.ndarray:
+        """phi from theta (rows): the first theta entry of every free parameter."""
+        first = [self.index.index(j) for j in range(self.n_free)]
+        return np.atleast_2d(theta)[:, first]
+
+    def expand(self, phi: np.ndarray, fixed: np.ndarray | None) -> np.ndarray:
+        """theta (rows) from phi (rows) and the fixed values (one row, or one row per phi row)."""
+        phi = np.atleast_2d(phi)
+        idx = np.asarray(self.index)
+        theta = np.empty((phi.shape[0], len(idx)))
+        theta[:, idx >= 0] = phi[:, idx[idx >= 0]]
+        if (idx < 0).any():
+            theta[:, idx < 0] = np.atleast_2d(fixed)[:, idx < 0]
+        return theta
+
+    def contract(self, grad: np.ndarray) -> np.ndarray:
+        """d/dphi from d/dtheta (rows): tied entries add up, fixed ones drop."""
+        idx = np.asarray(self.index)
+        out = np.zeros((grad.shape[0], self.n_free))
+        for i, j in enumerate(idx):
+            if j >= 0:
+                out[:, j] += grad[:, i]
+        return out
+
+    def exponent_slots(self, k: int) -> np.ndarray:
+        """Indices of phi that are exponents (projected onto EXPONENT_BOUNDS)."""
+        return np.unique([j for j in self.index[k:2 * k] if j >= 0]).astype(int)
+
+
+def _free(k: int, constraint: Constraint | None) -> Constraint:
+    return constraint if constraint is not None else Constraint(tuple(range(2 * k + 1)))
 
 
 def huber(r: np.ndarray, delta: float = HUBER_DELTA) -> np.ndarray:
@@ -158,9 +222,9 @@ def lse_objective_batch(theta: np.ndarray, x: np.ndarray, y: np.ndarray, delta: 
     return value, grad
 
 
-def _project(theta: np.ndarray, k: int) -> np.ndarray:
-    theta[:, k:2 * k] = np.clip(theta[:, k:2 * k], *EXPONENT_BOUNDS)
-    return theta
+def _project(phi: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    phi[:, slots] = np.clip(phi[:, slots], *EXPONENT_BOUNDS)
+    return phi
 
 
 # Iterations after which a start whose objective is still > 2x the best (+1) is abandoned.
@@ -170,59 +234,83 @@ ABANDON_AFTER = 100
 MAX_BATCH_ELEMENTS = 2_000_000
 
 
+def _rows(a: np.ndarray | None, m: int) -> bool:
+    """True when `a` carries one row per start (weights, responses or fixed values)."""
+    return a is not None and np.ndim(a) == 2 and np.shape(a)[0] == m
+
+
 def batched_bfgs(theta0: np.ndarray, x: np.ndarray, y: np.ndarray, delta: float = HUBER_DELTA,
                  weights: np.ndarray | None = None, problem: np.ndarray | None = None,
+                 constraint: Constraint | None = None, fixed: np.ndarray | None = None,
                  **kw) -> tuple[np.ndarray, np.ndarray]:
     """`_batched_bfgs` in chunks of starts small enough to bound memory.
 
-    `problem` labels which rows minimise the same objective (same weights); by default every row
-    shares one objective when `weights` is one row or None, and is its own problem otherwise.
+    `problem` labels which rows minimise the same objective (same weights and responses); by
+    default every row shares one objective when `weights` and `y` are one row (or None), and is
+    its own problem otherwise. With a `constraint`, theta0's tied entries must agree and its fixed
+    entries are taken from `fixed` (one row, or one per start); returned thetas are full.
     """
-    theta0 = np.atleast_2d(theta0)
+    theta0 = np.atleast_2d(np.asarray(theta0, dtype=float))
     m, n = theta0.shape[0], x.shape[0]
-    shared = weights is None or np.shape(weights)[0] != m
+    k = x.shape[1]
+    cons = _free(k, constraint)
+    shared = not (_rows(weights, m) or _rows(y, m))
     if problem is None:
         problem = np.zeros(m, dtype=int) if shared else np.arange(m)
     # Centre the log-inputs: with x ~ 40 +- 3 (log FLOPs) the columns of the Jacobian for a_j and
     # alpha_j are nearly collinear and BFGS crawls; in centred coordinates a_j' = a_j - alpha_j c_j
     # the same objective is well conditioned. Results are mapped back.
     center = np.median(x, axis=0)
-    xc, k = x - center, x.shape[1]
+    xc = x - center
     shift = lambda t, sign: np.concatenate([t[:, :k] + sign * t[:, k:2 * k] * center, t[:, k:]], axis=1)
-    theta0 = shift(theta0, -1.0)
+    fixed = None if fixed is None else np.atleast_2d(np.asarray(fixed, dtype=float))
+    theta0 = cons.expand(cons.compress(theta0), fixed)  # tied and fixed entries consistent
+    phi0 = cons.compress(shift(theta0, -1.0))  # fixed entries (e, exponents) do not shift
     per = max(1, MAX_BATCH_ELEMENTS // max(n, 1))
-    parts = [_batched_bfgs(theta0[i:i + per], xc, y, delta, weights if shared else weights[i:i + per],
-                           problem=np.asarray(problem)[i:i + per], **kw)
+    pick = lambda a, i: a[i:i + per] if _rows(a, m) else a
+    parts = [_batched_bfgs(phi0[i:i + per], xc, pick(y, i), delta, pick(weights, i), cons,
+                           pick(fixed, i), problem=np.asarray(problem)[i:i + per], **kw)
              for i in range(0, m, per)]
-    return shift(np.concatenate([p[0] for p in parts]), 1.0), np.concatenate([p[1] for p in parts])
+    theta = cons.expand(np.concatenate([p[0] for p in parts]), fixed)
+    return shift(theta, 1.0), np.concatenate([p[1] for p in parts])
 
 
-def _batched_bfgs(theta0: np.ndarray, x: np.ndarray, y: np.ndarray, delta: float = HUBER_DELTA,
-                  weights: np.ndarray | None = None, problem: np.ndarray | None = None,
+def _batched_bfgs(phi0: np.ndarray, x: np.ndarray, y: np.ndarray, delta: float = HUBER_DELTA,
+                  weights: np.ndarray | None = None, constraint: Constraint | None = None,
+                  fixed: np.ndarray | None = None, problem: np.ndarray | None = None,
                   maxiter: int = 400, gtol: float = 1e-6,
                   ftol: float = 1e-11, window_ftol: float = 1e-9, window: int = 10,
                   merge_tol: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
     """Minimise `lse_objective` from m starts at once with BFGS and Armijo backtracking.
 
-    Every start keeps its own 5x5 inverse-Hessian estimate; the arithmetic of all active starts is
-    one numpy call. A start stops when its gradient is below gtol, its objective stalls (relative
-    change < ftol twice, or < window_ftol over `window` iterations: with delta = 1e-3 the Huber
-    kinks let BFGS crawl in tiny decrements that no longer move the fit), or it lands within
-    merge_tol of another start of the same problem (two starts in one basin need not both finish),
-    or, after ABANDON_AFTER iterations, is still far above its problem's best start (it is crawling
-    through a flat, degenerate region such as an exponent at its bound). Exponents are projected
-    onto EXPONENT_BOUNDS.
-    Returns (thetas (m, p), objectives (m,)); objectives are inf where evaluation failed.
+    Works on the free parameters phi of `constraint` (all of theta by default). Every start keeps
+    its own inverse-Hessian estimate; the arithmetic of all active starts is one numpy call. A
+    start stops when its gradient is below gtol, its objective stalls (relative change < ftol
+    twice, or < window_ftol over `window` iterations: with delta = 1e-3 the Huber kinks let BFGS
+    crawl in tiny decrements that no longer move the fit), or it lands within merge_tol of another
+    start of the same problem (two starts in one basin need not both finish), or, after
+    ABANDON_AFTER iterations, is still far above its problem's best start (it is crawling through
+    a flat, degenerate region such as an exponent at its bound). Exponents are projected onto
+    EXPONENT_BOUNDS. `y`, `weights` and `fixed` are one row for all starts or one row per start.
+    Returns (phis (m, p), objectives (m,)); objectives are inf where evaluation failed.
     """
-    theta = _project(np.array(theta0, dtype=float, copy=True), x.shape[1])
-    m, p = theta.shape
     k = x.shape[1]
+    cons = _free(k, constraint)
+    slots = cons.exponent_slots(k)
+    phi = _project(np.array(phi0, dtype=float, copy=True), slots)
+    m, p = phi.shape
     problem = np.zeros(m, dtype=int) if problem is None else np.unique(problem, return_inverse=True)[1]
     n_problems = int(problem.max()) + 1
     w_all = None if weights is None else np.asarray(weights, dtype=float)
-    sel = lambda idx: None if w_all is None else (w_all[idx] if w_all.shape[0] == m else w_all)
+    sel = lambda a, idx: a[idx] if _rows(a, m) else a
+
+    def evaluate(ph: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        theta = cons.expand(ph, sel(fixed, idx))
+        f, g = lse_objective_batch(theta, x, sel(y, idx), delta, sel(w_all, idx))
+        return f, cons.contract(g)
+
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        f, g = lse_objective_batch(theta, x, y, delta, sel(np.arange(m)))
+        f, g = evaluate(phi, np.arange(m))
         H = np.zeros((m, p, p))
         # First step moves the largest coordinate by 0.1: raw gradients span 1e0..1e4.
         H[:] = np.eye(p)
@@ -245,15 +333,15 @@ def _batched_bfgs(theta0: np.ndarray, x: np.ndarray, y: np.ndarray, delta: float
                 d[bad] = -gi[bad] * scale[:, None]
                 slope[bad] = np.einsum("mi,mi->m", gi[bad], d[bad])
             step = np.ones(idx.size)
-            new_theta = np.empty((idx.size, p))
+            new_phi = np.empty((idx.size, p))
             new_f = np.full(idx.size, np.inf)
             new_g = np.zeros((idx.size, p))
             todo = np.arange(idx.size)
             for _ in range(40):  # Armijo backtracking, halving the step
-                cand = _project(theta[idx[todo]] + step[todo, None] * d[todo], k)
-                fc, gc = lse_objective_batch(cand, x, y, delta, sel(idx[todo]))
+                cand = _project(phi[idx[todo]] + step[todo, None] * d[todo], slots)
+                fc, gc = evaluate(cand, idx[todo])
                 ok = np.isfinite(fc) & (fc <= f[idx[todo]] + 1e-4 * step[todo] * slope[todo])
-                new_theta[todo[ok]], new_f[todo[ok]], new_g[todo[ok]] = cand[ok], fc[ok], gc[ok]
+                new_phi[todo[ok]], new_f[todo[ok]], new_g[todo[ok]] = cand[ok], fc[ok], gc[ok]
                 todo = todo[~ok]
                 if todo.size == 0:
                     break
@@ -261,11 +349,11 @@ def _batched_bfgs(theta0: np.ndarray, x: np.ndarray, y: np.ndarray, delta: float
             failed = np.zeros(idx.size, dtype=bool)
             failed[todo] = True  # no acceptable step: the start has converged as far as it can
             okk = ~failed
-            s_vec = new_theta[okk] - theta[idx[okk]]
+            s_vec = new_phi[okk] - phi[idx[okk]]
             y_vec = new_g[okk] - g[idx[okk]]
             sy = np.einsum("mi,mi->m", s_vec, y_vec)
             rel = np.abs(f[idx[okk]] - new_f[okk]) / np.maximum(1.0, np.abs(new_f[okk]))
-            theta[idx[okk]], f[idx[okk]], g[idx[okk]] = new_theta[okk], new_f[okk], new_g[okk]
+            phi[idx[okk]], f[idx[okk]], g[idx[okk]] = new_phi[okk], new_f[okk], new_g[okk]
             upd = sy > 1e-12 * np.linalg.norm(s_vec, axis=1) * np.linalg.norm(y_vec, axis=1)
             if upd.any():
                 rho = 1.0 / sy[upd]
@@ -286,12 +374,12 @@ def _batched_bfgs(theta0: np.ndarray, x: np.ndarray, y: np.ndarray, delta: float
             active[idx[done]] = False
             if n_problems < m:  # some starts share an objective
                 if it % 5 == 4:
-                    _merge(theta, f, active, merge_tol, problem)
+                    _merge(phi, f, active, merge_tol, problem)
                 if it >= ABANDON_AFTER and it % 25 == 0:
                     best = np.full(n_problems, np.inf)
                     np.minimum.at(best, problem, f)
                     active &= ~(f > 2.0 * best[problem] + 1.0)
-    return theta, f
+    return phi, f
 
 
 def _merge(theta: np.ndarray, f: np.ndarray, active: np.ndarray, tol: float, problem: np.ndarray) -> None:
@@ -319,43 +407,59 @@ class LseFit:
     n_failed: int
 
 
-def _bounds(k: int) -> list[tuple[float | None, float | None]]:
-    return [(None, None)] * k + [EXPONENT_BOUNDS] * k + [(None, None)]
+def _bounds(k: int, constraint: Constraint | None = None) -> list[tuple[float | None, float | None]]:
+    cons = _free(k, constraint)
+    slots = set(cons.exponent_slots(k).tolist())
+    return [EXPONENT_BOUNDS if j in slots else (None, None) for j in range(cons.n_free)]
 
 
 def polish(theta0: np.ndarray, x: np.ndarray, y: np.ndarray, delta: float = HUBER_DELTA,
-           weights: np.ndarray | None = None, maxiter: int = 500) -> tuple[np.ndarray, float]:
+           weights: np.ndarray | None = None, maxiter: int = 500,
+           constraint: Constraint | None = None, fixed: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """One scipy L-BFGS-B run from theta0 (the final step of a fit); objective inf on failure."""
     from scipy.optimize import minimize
 
     k = x.shape[1]
+    cons = _free(k, constraint)
+
+    def objective(phi):
+        value, grad = lse_objective(cons.expand(phi, fixed)[0], x, y, delta, weights)
+        return value, cons.contract(grad[None, :])[0]
+
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            res = minimize(lse_objective, theta0, args=(x, y, delta, weights), jac=True, method="L-BFGS-B",
-                           bounds=_bounds(k), options={"maxiter": maxiter, "gtol": 1e-9, "ftol": 1e-13})
+            res = minimize(objective, cons.compress(theta0)[0], jac=True, method="L-BFGS-B",
+                           bounds=_bounds(k, cons), options={"maxiter": maxiter, "gtol": 1e-9, "ftol": 1e-13})
     except (FloatingPointError, ValueError):
         return theta0, np.inf
     if not np.all(np.isfinite(res.x)) or not np.isfinite(res.fun):
         return theta0, np.inf
-    return res.x, float(res.fun)
+    return cons.expand(res.x, fixed)[0], float(res.fun)
 
 
 def fit_lse(x: np.ndarray, y: np.ndarray, starts: np.ndarray, delta: float = HUBER_DELTA,
-            weights: np.ndarray | None = None) -> LseFit:
+            weights: np.ndarray | None = None, constraint: Constraint | None = None,
+            fixed: np.ndarray | None = None) -> LseFit:
     """Minimise from every start (batched BFGS), then polish the best with scipy L-BFGS-B.
 
-    x: (n, k) log-inputs; y: (n,) log-loss; starts: (m, 2k+1). Also returns the distinct local
-    optima (rounded to 1e-3) so bootstrap refits can start from the best few basins.
+    x: (n, k) log-inputs; y: (n,) log-loss; starts: (m, 2k+1) full thetas (with a constraint, tied
+    entries are taken from the first of each tie and fixed ones from `fixed`). Also returns the
+    distinct local optima (rounded to 1e-3) so bootstrap refits can start from the best few basins.
     """
-    starts = np.atleast_2d(np.asarray(starts, dtype=float))
-    thetas, objs = batched_bfgs(starts, x, y, delta, None if weights is None else weights[None, :])
+    k = x.shape[1]
+    cons = _free(k, constraint)
+    starts = cons.expand(cons.compress(np.atleast_2d(np.asarray(starts, dtype=float))), fixed)
+    _, first = np.unique(np.round(starts, 9), axis=0, return_index=True)  # ties make duplicates
+    starts = starts[np.sort(first)]
+    thetas, objs = batched_bfgs(starts, x, y, delta, None if weights is None else weights[None, :],
+                                constraint=constraint, fixed=fixed)
     finite = np.isfinite(objs)
     n_failed = int((~finite).sum())
     if not finite.any():
         raise FloatingPointError("every start failed")
     order = np.argsort(objs)
     thetas, objs = thetas[order], objs[order]
-    best, best_obj = polish(thetas[0], x, y, delta, weights)
+    best, best_obj = polish(thetas[0], x, y, delta, weights, constraint=constraint, fixed=fixed)
     if best_obj <= objs[0]:
         thetas[0], objs[0] = best, best_obj
     finite = np.isfinite(objs)
@@ -366,16 +470,22 @@ def fit_lse(x: np.ndarray, y: np.ndarray, starts: np.ndarray, delta: float = HUB
                   optima_objective=objs[first], n_starts=len(starts), n_failed=n_failed)
 
 
-def refit_many(starts: np.ndarray, x: np.ndarray, y: np.ndarray, weights: np.ndarray,
-               delta: float = HUBER_DELTA) -> np.ndarray:
-    """Bootstrap refits: for each weight row (a resample), the best of all `starts`; (n_boot, p).
+def refit_many(starts: np.ndarray, x: np.ndarray, y: np.ndarray, weights: np.ndarray | None,
+               delta: float = HUBER_DELTA, constraint: Constraint | None = None,
+               fixed: np.ndarray | None = None) -> np.ndarray:
+    """Resample refits: for each resample, the best of all `starts`; returns (n_resamples, p).
 
-    All resamples x starts run as one batch; rows whose every start failed are NaN.
+    A resample is a row of `weights` (multiplicities, the pairs bootstrap) and/or a row of `y`
+    (responses, the wild bootstrap); `fixed` may also have one row per resample. All resamples x
+    starts run as one batch; rows whose every start failed are NaN.
     """
-    b, s = weights.shape[0], starts.shape[0]
+    s = starts.shape[0]
+    rows = [a.shape[0] for a in (weights, y, fixed) if a is not None and np.ndim(a) == 2]
+    b = max(rows) if rows else 1
     theta0 = np.tile(starts, (b, 1))
-    w = np.repeat(weights, s, axis=0)
-    thetas, objs = batched_bfgs(theta0, x, y, delta, w, problem=np.repeat(np.arange(b), s))
+    rep = lambda a: np.repeat(a, s, axis=0) if a is not None and np.ndim(a) == 2 and a.shape[0] == b else a
+    thetas, objs = batched_bfgs(theta0, x, rep(y), delta, rep(weights), problem=np.repeat(np.arange(b), s),
+                                constraint=constraint, fixed=rep(fixed))
     objs = objs.reshape(b, s)
     best = np.argmin(np.where(np.isfinite(objs), objs, np.inf), axis=1)
     out = thetas.reshape(b, s, -1)[np.arange(b), best].copy()

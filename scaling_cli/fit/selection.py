@@ -1,92 +1,106 @@
-"""Model selection by extrapolation: leave the largest model size out, refit, predict it.
+"""Choosing the loss law `predict` uses: the best backtest among the laws that are not degenerate.
 
 Scaling laws are used to extrapolate, so in-sample residuals say little about which law to trust.
-Each loss law is refitted on all runs but those of the largest size (sizes grouped within 10%),
-then scored on the held-out runs: RMSE of log loss and mean absolute relative error. The law with
-the lowest held-out RMSE among those that can predict at least 80% of the held-out runs is
-selected; ties and missing scores fall back to the parametric L(N, D), which alone also answers
-compute-optimal questions. Pure numpy; no I/O.
+Every loss law is backtested twice (backtest.py: largest model size held out, largest compute
+held out) and scored by its *combined error*, the mean over the two hold-outs of its mean
+|relative error| on the held-out runs (both count equally: `predict` extrapolates in size and in
+compute). The ranking, best first:
+
+1. laws that are not flagged unreliable (reliability.py) before those that are;
+2. lowest combined error (a law predicting < 80% of a hold-out's runs, i.e. compute_only at
+   unfitted D/N, is not ranked);
+3. on ties, fewer free parameters (they extrapolate further: Gadre et al. 2024).
+
+Without any backtest (runs of < 3 sizes) the order is DEFAULT_ORDER, reliable laws first. The
+allocation law (compute-optimal N and D) is the selected law when it is a member of the L(N, D)
+family, else the best-ranked member. The same combined error compares the two parameter
+accountings (total vs non-embedding; Porian et al. 2024): `compare_params_kinds`.
+
+Pure numpy; no I/O.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from numpy.typing import ArrayLike
+from scaling_cli.fit import family
+from scaling_cli.fit.backtest import LOSS_LAWS, combined_error
+from scaling_cli.fit.laws import LAWS
 
-from scaling_cli.fit import parametric
-from scaling_cli.fit.bootstrap import FitOptions
-from scaling_cli.fit.grouping import cluster_log
+# Order without a backtest: fewer free parameters first among the laws fitted on every run.
+DEFAULT_ORDER = ("overtrain", "chinchilla", "overtrain_fixed_e", "chinchilla_fixed_e", "compute_only")
 
-# A law must predict at least this share of the held-out runs to be compared (compute_only cannot
-# predict a run whose D/N matches none of its fitted groups).
-MIN_COVERAGE = 0.8
-
-# Preference order on ties or when nothing could be scored.
-DEFAULT_ORDER = ("chinchilla", "compute_only")
+CRITERION = ("combined error = mean over the hold-outs (largest size, largest compute) of the mean |relative "
+             "error| on the held-out runs; reliable laws first, then lowest combined error, then fewer parameters")
 
 
-def largest_size_mask(params: ArrayLike) -> np.ndarray:
-    """True for runs in the largest size group."""
-    labels = cluster_log(params)
-    return labels == labels.max()
+def _free(name: str) -> int:
+    return LAWS[name].n_free if name in LAWS else 99
 
 
-def _refit(name: str, n, d, c, loss, options: FitOptions) -> dict:
-    quick = FitOptions(**{**options.as_dict(), "n_boot": 0})
-    if name == "chinchilla":
-        if len(loss) < 5:
-            return parametric.not_enough(name, "too few runs below the largest size")
-        x = np.column_stack([np.log(n), np.log(d)])
-        starts = parametric.screened_starts(x, np.log(loss), options.grid_size, options.holdout_starts)
-        return parametric.fit_chinchilla(n, d, loss, quick, starts=starts)
-    return parametric.fit_compute_only(c, d, n, loss, quick)
-
-
-def holdout_scores(params: ArrayLike, tokens: ArrayLike, flops: ArrayLike, loss: ArrayLike,
-                   options: FitOptions | None = None,
-                   laws: tuple[str, ...] = DEFAULT_ORDER) -> dict:
-    """Per law: held-out RMSE of log loss and relative error on the largest size."""
-    options = options or FitOptions()
-    n, d, c, l_obs = (np.asarray(v, dtype=float) for v in (params, tokens, flops, loss))
-    test = largest_size_mask(n)
-    info = {"heldout_params": float(np.exp(np.mean(np.log(n[test])))), "n_test": int(test.sum()),
-            "n_train": int((~test).sum()), "scores": {}}
-    if (~test).sum() == 0 or len(np.unique(cluster_log(n))) < 3:
-        info["reason"] = "needs runs of at least 3 model sizes"
-        return info
-    for name in laws:
-        entry = _refit(name, n[~test], d[~test], c[~test], l_obs[~test], options)
-        if entry.get("status") != "ok":
-            info["scores"][name] = {"status": entry.get("status"), "reason": entry.get("reason")}
+def ranking(entries: dict, backtests: dict) -> list[dict]:
+    """Fitted loss laws, best first, each with its backtest errors and reliability."""
+    rows = []
+    for name in LOSS_LAWS:
+        e = entries.get(name, {})
+        if e.get("status") != "ok":
             continue
-        preds = []
-        for i in np.flatnonzero(test):
-            p = parametric.entry_loss(entry, n[i], d[i], c[i])
-            preds.append(np.nan if p is None else float(np.ravel(p)[0]))
-        preds = np.array(preds)
-        ok = np.isfinite(preds)
-        score = {"status": "ok", "coverage": float(ok.mean())}
-        if ok.any():
-            r = np.log(preds[ok]) - np.log(l_obs[test][ok])
-            score |= {"rmse_log": float(np.sqrt(np.mean(r * r))),
-                      "mean_abs_rel_error": float(np.mean(np.abs(np.expm1(r)))),
-                      "mean_rel_error": float(np.mean(np.expm1(r)))}
-        info["scores"][name] = score
-    return info
+        per = {h: info.get("scores", {}).get(name, {}).get("mean_abs_rel_error") for h, info in backtests.items()}
+        rows.append({"law": name, "combined_error": combined_error(backtests, name), **per,
+                     "reliable": bool(e.get("reliable", True)), "n_free": _free(name)})
+    scored = any(r["combined_error"] is not None for r in rows)
+    key = (lambda r: (not r["reliable"], r["combined_error"] is None, r["combined_error"] or 0.0, r["n_free"])) if scored \
+        else (lambda r: (not r["reliable"], DEFAULT_ORDER.index(r["law"])))
+    return sorted(rows, key=key)
 
 
-def select_loss_law(entries: dict, holdout: dict) -> dict:
-    """Pick the loss law for predict: lowest held-out RMSE with enough coverage, else the default."""
-    fitted = [n for n in DEFAULT_ORDER if entries.get(n, {}).get("status") == "ok"]
-    if not fitted:
-        return {"loss_law": None, "reason": "no loss law could be fitted"}
-    scored = {n: s for n, s in holdout.get("scores", {}).items()
-              if n in fitted and s.get("status") == "ok" and s.get("coverage", 0) >= MIN_COVERAGE and "rmse_log" in s}
-    if not scored:
-        why = holdout.get("reason") or "; ".join(f"{n}: {s.get('reason') or 'coverage too low'}"
-                                                 for n, s in holdout.get("scores", {}).items()) or "no scores"
-        return {"loss_law": fitted[0], "reason": f"no held-out score ({why}); default order " + " > ".join(DEFAULT_ORDER)}
-    best = min(scored, key=lambda n: (scored[n]["rmse_log"], DEFAULT_ORDER.index(n)))
-    others = ", ".join(f"{n} {s['rmse_log']:.4f}" for n, s in scored.items() if n != best)
-    return {"loss_law": best, "reason": f"lowest held-out RMSE(log L) on the largest size: {best} "
-            f"{scored[best]['rmse_log']:.4f}" + (f" vs {others}" if others else "")}
+def select_loss_law(entries: dict, backtests: dict) -> dict:
+    """The selection block of fit.json: the chosen law, why, and the full ranking."""
+    ranked = ranking(entries, backtests)
+    if not ranked:
+        return {"loss_law": None, "reason": "no loss law could be fitted", "ranking": [], "criterion": CRITERION}
+    best = ranked[0]
+    scored = [r for r in ranked if r["combined_error"] is not None]
+    if best["combined_error"] is not None:
+        peers = [r for r in scored[1:] if r["reliable"] == best["reliable"]][:3]
+        flagged = [r for r in scored if not r["reliable"]] if best["reliable"] else []
+        others = ", ".join(f"{r['law']} {r['combined_error']:.2%}" for r in peers)
+        reason = (f"best backtest{' among reliable laws' if flagged else ''}: combined error {best['combined_error']:.2%}"
+                  + (f" vs {others}" if others else "")
+                  + (f"; flagged unreliable: " + ", ".join(f"{r['law']} {r['combined_error']:.2%}" for r in flagged)
+                     if flagged else ""))
+    elif scored:
+        reason = (f"no reliable law could be backtested (the refits lack data; {', '.join(r['law'] for r in scored)} "
+                  "could, but are flagged unreliable); default order " + " > ".join(DEFAULT_ORDER))
+    else:
+        why = "; ".join(f"{h}: {info['reason']}" for h, info in backtests.items() if info.get("reason")) or \
+            "no law could be scored on the held-out runs"
+        reason = f"no backtest ({why}); default order " + " > ".join(DEFAULT_ORDER)
+    if not best["reliable"]:
+        reason += "; every fitted law is flagged unreliable"
+    alloc = next((r["law"] for r in ranked if r["law"] in family.MEMBERS), None)
+    entry = entries[best["law"]]
+    return {"loss_law": best["law"], "reason": reason, "criterion": CRITERION, "ranking": ranked,
+            "backtest_error": best["combined_error"],
+            "backtest": {h: best.get(h) for h in backtests},
+            "allocation_law": alloc,
+            "reliable": bool(entry.get("reliable", True)), "reasons": list(entry.get("reasons", []))}
+
+
+def compare_params_kinds(by_kind: dict[str, dict], fitted_kind: str) -> dict:
+    """Which parameter accounting backtests better: {kinds: {kind: per-law errors, best}, selected}.
+
+    `by_kind` maps 'total' / 'nonembed' to that accounting's backtests (all laws refitted with N
+    counted that way). The accounting whose best law has the lower combined error is selected.
+    """
+    kinds = {}
+    for kind, bt in by_kind.items():
+        errs = {name: combined_error(bt, name) for name in LOSS_LAWS}
+        errs = {k: v for k, v in errs.items() if v is not None}
+        best = min(errs, key=errs.get) if errs else None
+        kinds[kind] = {"combined_error": errs, "best_law": best, "best_error": errs.get(best),
+                       "largest_size": {name: s.get("mean_abs_rel_error") for name, s in
+                                        bt.get("largest_size", {}).get("scores", {}).items()}}
+    scored = {k: v["best_error"] for k, v in kinds.items() if v["best_error"] is not None}
+    selected = min(scored, key=scored.get) if scored else fitted_kind
+    note = ("; ".join(f"{k}: best {v['best_law']} {v['best_error']:.2%}" for k, v in kinds.items() if v["best_error"] is not None)
+            or "no backtest")
+    return {"kinds": kinds, "selected": selected, "fitted": fitted_kind, "note": note}

@@ -103,3 +103,22 @@ def schedule_curve(lr: np.ndarray, law: str, params: dict, seed: int = 0, noise:
     else:
         clean = curve_laws.multi_power_loss(curve_laws.mpl_features(lr, steps, warmup), **params)
     return _frame(step=steps, lr=lr, loss=clean + rng.normal(0, noise, len(lr)), clean=clean)
+
+
+# An over-training law in Gadre et al.'s form with Chinchilla-like constants: alpha = beta = 2 eta
+# = 0.34, E = 1.8; compute-optimal M* = (b/a)^(1/(2 eta)) = 3^(1/0.34), about 25 tokens/param.
+OVERTRAIN_TRUTH = {"E": 1.8, "a": 420.0 * 6**0.17, "b": 1260.0 * 6**0.17, "eta": 0.17}
+
+
+def overtrain_runs(sizes=tuple(np.geomspace(1e7, 1.6e8, 5)), multipliers=(5, 10, 20, 40, 80, 160), seed: int = 0,
+                   noise: float = 0.005, truth: dict | None = None):
+    """Every size at every tokens-per-parameter M = D/N, loss from the over-training law
+    L = E + (a M^eta + b M^-eta) C^-eta with C = 6ND (Gadre et al. 2024), plus noise."""
+    truth = truth or OVERTRAIN_TRUTH
+    rng = np.random.default_rng(seed)
+    n_arr, m_arr = (a.ravel() for a in np.meshgrid(np.asarray(sizes, float), np.asarray(multipliers, float)))
+    d_arr = n_arr * m_arr
+    c_arr = laws.FLOPS_PER_PARAM_TOKEN * n_arr * d_arr
+    loss = laws.overtrain_loss((c_arr, m_arr), *truth.values()) * np.exp(rng.normal(0, noise, len(n_arr)))
+    return _frame(run_id=[f"ot{i}" for i in range(len(n_arr))], params=n_arr, tokens=d_arr, flops=c_arr,
+                  loss=loss, ratio=m_arr)

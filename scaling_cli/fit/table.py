@@ -50,13 +50,14 @@ class ColumnSpec:
     lr: str | None = None          # None: 'lr' if present
     batch_size: str | None = None  # None: 'batch_size' if present
     where: list[str] = field(default_factory=list)
-    params_kind: str = "total"     # 'total' or 'nonembed': what the params column counts
+    params_kind: str = "total"     # 'total', 'nonembed', or 'auto' (whichever backtests better)
+    params_alt: str | None = None  # the other count (backtest comparison); None: params_nonembed / params
     metrics: list[str] | None = None  # downstream metric columns ('COL' or 'COL:KIND'); None: auto-detect
     chance: float | None = None    # chance accuracy of every accuracy metric without a <task>_chance column
 
     def __post_init__(self) -> None:
-        if self.params_kind not in ("total", "nonembed"):
-            raise UserError(f"--params-kind must be 'total' or 'nonembed', got {self.params_kind!r}")
+        if self.params_kind not in ("total", "nonembed", "auto"):
+            raise UserError(f"--params-kind must be 'total', 'nonembed' or 'auto', got {self.params_kind!r}")
 
 
 @dataclass
@@ -234,6 +235,7 @@ def prepare_table(df, spec: ColumnSpec, source: str = "table", min_points: int =
         fill = out["flops"].isna()
         out.loc[fill, "flops"] = FLOPS_PER_PARAM_TOKEN * out["params"][fill] * out["tokens"][fill]
         meta["flops_source"] = f"column {cols['flops']!r}" + (f" ({int(fill.sum())} missing filled with 6*N*D)" if fill.any() else "")
+    _add_params_alt(out, df, spec, cols["params"], meta)
     # Carried for LR sensitivity and μP transfer (fit/sensitivity.py) when the input has them.
     for extra in ("schedule", "warmup", "parametrization", "qk_layernorm", "z_loss", "d_model", "vocab_size"):
         if extra in df.columns:
@@ -248,6 +250,27 @@ def prepare_table(df, spec: ColumnSpec, source: str = "table", min_points: int =
     if curves is not None:
         curves = curves[curves["run"].isin(set(out["run"]))].reset_index(drop=True)
     return Prepared(runs=out, curves=curves, evals=None, meta=meta)
+
+
+def _add_params_alt(out, df, spec: ColumnSpec, params_col: str, meta: dict) -> None:
+    """The other parameter count (non-embedding vs total) as `params_alt`, for the backtest
+    comparison of the two accountings (Porian et al. 2024); absent when the input lacks it."""
+    import pandas as pd
+
+    kind = "total" if spec.params_kind in ("total", "auto") else "nonembed"
+    other = "nonembed" if kind == "total" else "total"
+    name = spec.params_alt or ("params_nonembed" if kind == "total" else "params")
+    if name not in df.columns or name == params_col:
+        if spec.params_alt:
+            raise UserError(f"--alt-params-col {name!r} not found (or is the params column); available: "
+                            f"{', '.join(map(str, df.columns))}")
+        return
+    values = pd.to_numeric(df.loc[out.index, name], errors="coerce")
+    if not (np.isfinite(values) & (values > 0)).all():
+        meta["notes"].append(f"column {name!r} has missing or non-positive values: no {other}-parameter comparison")
+        return
+    out["params_alt"] = values.to_numpy(dtype=float)
+    meta["params_alt"] = {"column": name, "kind": other}
 
 
 def load_store(root: str, spec: ColumnSpec) -> Prepared:
