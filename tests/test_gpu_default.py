@@ -217,5 +217,12 @@ def test_sweep_fit_predict_on_a_scaled_down_copy_of_the_gpu_default(tmp_path, ca
     capsys.readouterr()
     assert main(["predict", "--params", "7e9", "--fit", str(store / "_fit"), "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
-    assert answer["params"] == 7e9 and np.isfinite(answer["loss"]) and answer["loss_lo"] <= answer["loss_hi"]
-    assert answer["compute_optimal"]["tokens_opt_for_params"] > 0
+    assert answer["params"] == 7e9 and answer["law"] in report["laws"]
+    if answer["reliable"]:  # a sane law: a loss with its interval and a compute-optimal D for 7e9
+        assert np.isfinite(answer["loss"]) and answer["loss_lo"] <= answer["loss_hi"]
+        assert 5 <= answer["compute_optimal"]["tokens_opt_for_params"] / 7e9 <= 200
+    else:  # these CPU-sized runs rarely identify a law: the allocation is withheld, with the reason
+        assert answer["reasons"] and "withheld" in answer["compute_optimal"]
+    # at a stated D the chain always answers with a loss
+    assert main(["predict", "--params", "7e9", "--tokens", "1.4e11", "--fit", str(store / "_fit"), "--json"]) == 0
+    assert np.isfinite(json.loads(capsys.readouterr().out)["loss"])

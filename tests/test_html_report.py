@@ -8,6 +8,7 @@ Debian's packages (.ci/run installs it) and skips only where no Chromium can be 
 from __future__ import annotations
 
 import base64
+import html as html_lib
 import json
 import shutil
 import subprocess
@@ -102,7 +103,8 @@ def test_report_holds_every_figure_and_law_of_the_fit_and_nothing_external(fitte
     expected = predict(fit, params=7e9, tokens=1.4e12)
     html = out.read_text()
     assert f"{expected['loss']:.4g}" in html and "compute-optimal N" in html
-    assert "chinchilla (lowest held-out" in html  # the selected law, with its reason
+    selected = fit["selection"]
+    assert html_lib.escape(f"{selected['loss_law']} ({selected['reason']})") in html  # the selected law, with its reason
 
 
 def test_fit_outputs_added_later_show_up_without_code_changes(fitted_table, tmp_path, capsys):
