@@ -136,7 +136,8 @@ def fit_all(prepared: Prepared, options: FitOptions | None = None) -> dict:
             entries[f"{name}_opt"] = parametric.not_enough(f"{name}_opt", f"column {name!r} is absent or takes < 3 values")
             continue
         entries[f"{name}_opt"] = hyperparams.fit_optimal(
-            name, runs["params"], runs["tokens"], runs["flops"], runs[name], runs["loss"], runs["diverged"], options)
+            name, runs["params"], runs["tokens"], runs["flops"], runs[name], runs["loss"], runs["diverged"], options,
+            parametrization=runs["parametrization"] if "parametrization" in runs.columns else None)
     entries["curves"] = fit_curves(prepared, all_done, options)
     holdout = selection.holdout_scores(n, d, c, loss, options)
     chosen = selection.select_loss_law(entries, holdout)
