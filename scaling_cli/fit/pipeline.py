@@ -83,7 +83,10 @@ def fit_curves(prepared: Prepared, done, options: FitOptions) -> dict:
         firsts = list({c.schedule: c for c in reversed(members[k])}.values())  # one curve per schedule
         rest = [c for c in members[k] if all(c is not f for f in firsts)]
         chosen = (firsts + rest)[:MAX_CURVES_PER_GROUP]
-        groups.append(curve_fit.fit_group(chosen, options) | {"peak_lr": float(chosen[0].lr.max())})
+        batch = info.loc[chosen[0].run_id, "batch_size"] if "batch_size" in info.columns else None
+        groups.append(curve_fit.fit_group(chosen, options) | {
+            "peak_lr": float(chosen[0].lr.max()),
+            "batch_size": float(batch) if batch is not None and np.isfinite(batch) else None})
     return {"law": "curves", "status": "ok", "groups": groups, "n_groups_available": len(keys),
             "rule": f"points after warmup and the first {curve_fit.SKIP_FRACTION:.0%} of steps, "
                     f"chunk-averaged to <= {curve_fit.MAX_POINTS} per curve"}
