@@ -104,6 +104,9 @@ class FitOptions:
     """Starts (best of the grid by initial objective) for the leave-largest-size-out refits."""
     curve_groups: int = 8
     """At most this many model sizes get schedule-aware curve fits (most schedules first)."""
+    curve_points: bool = False
+    """Fit L(N, D) on final points plus annealed-equivalent points derived from whole curves
+    (fit/curve_points.py), and backtest both ways."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.level < 1.0:

@@ -48,11 +48,14 @@ def screened_starts(x: np.ndarray, y: np.ndarray, size: int, keep: int) -> np.nd
     return grid[np.argsort(values)[:keep]]
 
 
-def _bootstrap_thetas(x, y, fit: robust.LseFit, groups, options: FitOptions, salt: int) -> np.ndarray:
+def _bootstrap_thetas(x, y, fit: robust.LseFit, groups, options: FitOptions, salt: int,
+                      point_weights: np.ndarray | None = None) -> np.ndarray:
     """Refit each resample from the best full-data optimum and the next distinct optima."""
     if options.n_boot == 0:
         return np.empty((0, x.shape[1] * 2 + 1))
     weights = cluster_weights(groups, options.n_boot, options.rng(salt))
+    if point_weights is not None:
+        weights = weights * point_weights[None, :]
     return robust.refit_many(fit.optima[: options.boot_starts], x, y, weights)
 
 
@@ -79,10 +82,12 @@ def chinchilla_theta_to_params(theta: np.ndarray) -> np.ndarray:
 
 
 def fit_chinchilla(params: ArrayLike, tokens: ArrayLike, loss: ArrayLike, options: FitOptions | None = None,
-                   groups: ArrayLike | None = None, starts: np.ndarray | None = None) -> dict:
+                   groups: ArrayLike | None = None, starts: np.ndarray | None = None,
+                   weights: ArrayLike | None = None) -> dict:
     """Chinchilla approach 3 with Epoch's recipe; `groups` labels runs for the bootstrap.
 
-    `starts` overrides the grid (the held-out refit passes a screened subset).
+    `starts` overrides the grid (the held-out refit passes a screened subset). `weights` weight
+    each point's Huber loss (curve-derived points count less than measured ones; fit/curve_points.py).
     """
     options = options or FitOptions()
     n_arr, d_arr, l_arr = (np.asarray(v, dtype=float) for v in (params, tokens, loss))
@@ -94,10 +99,11 @@ def fit_chinchilla(params: ArrayLike, tokens: ArrayLike, loss: ArrayLike, option
     x = np.column_stack([np.log(n_arr), np.log(d_arr)])
     y = np.log(l_arr)
     grid = _grid(x, y, options.grid_size) if starts is None else starts
-    fit = robust.fit_lse(x, y, grid)
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    fit = robust.fit_lse(x, y, grid, weights=w)
     point = chinchilla_theta_to_params(fit.theta)[0]
     groups = np.arange(len(y)) if groups is None else np.asarray(groups)
-    boot = _bootstrap_thetas(x, y, fit, groups, options, salt=1)
+    boot = _bootstrap_thetas(x, y, fit, groups, options, salt=1, point_weights=w)
     samples = chinchilla_theta_to_params(boot) if len(boot) else np.empty((0, 5))
     p, intervals = _summary(law.param_names, point, samples, options.level)
     entry = {

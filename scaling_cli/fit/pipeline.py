@@ -18,7 +18,7 @@ import datetime as _dt
 import numpy as np
 
 from scaling_cli import __version__
-from scaling_cli.fit import FIT_SCHEMA, approaches, curve_fit, downstream, hyperparams, parametric, selection
+from scaling_cli.fit import FIT_SCHEMA, approaches, curve_fit, curve_points, downstream, hyperparams, parametric, selection
 from scaling_cli.fit import sensitivity
 from scaling_cli.fit.bootstrap import FitOptions
 from scaling_cli.fit.grouping import cluster_log
@@ -129,7 +129,19 @@ def fit_all(prepared: Prepared, options: FitOptions | None = None) -> dict:
             "then the best LR / batch size / schedule; the LR and batch-size fits use every run")
     n, d, c, loss = (done[k].to_numpy(dtype=float) for k in ("params", "tokens", "flops", "loss"))
     entries: dict[str, dict] = {}
-    entries["chinchilla"] = parametric.fit_chinchilla(n, d, loss, options)
+    if options.curve_points:
+        points, info = curve_points.build_points(done, prepared.curves)
+        entries["chinchilla"] = curve_points.fit_weighted_chinchilla(points, options)
+        entries["curve_points"] = {"law": "curve_points", "status": "ok" if info["n_curve"] else "not enough data",
+                                   "reason": "" if info["n_curve"] else "no run has a usable curve",
+                                   **info, "backtest": curve_points.backtest(points, options),
+                                   "rule": f"Tissue law per size and peak lr; final loss of the run's schedule compressed "
+                                           f"to {', '.join(f'{f:g}' for f in info['fractions'])} of its steps, scaled by the "
+                                           f"run's validation/train ratio; weight {info['curve_weight']:g}"}
+        entries["chinchilla"]["points_used"] = {"final": info["n_final"], "curve": info["n_curve"]}
+    else:
+        entries["chinchilla"] = parametric.fit_chinchilla(n, d, loss, options)
+        entries["chinchilla"]["points_used"] = {"final": int(len(done)), "curve": 0}
     entries["compute_only"] = parametric.fit_compute_only(c, d, n, loss, options)
     *points, source = _approach1_points(prepared, all_done if prepared.evals is not None or prepared.curves is not None else done)
     entries["approach1"] = approaches.approach1(*points, options=options) | {"points": source}
