@@ -89,7 +89,8 @@ class ScheduleSpec:
     def describe(self, peak: float) -> str:
         parts = [f"{self.steps} steps", f"warmup {self.warmup_steps()}", f"peak lr {peak:.3g}"]
         if self.name == "wsd":
-            parts.append(f"{self.shape} decay over the last {self.decay:g}{' steps' if self.decay >= 1 else ''} to {self.final:g} x peak")
+            span = f"{self.decay:.0%} of steps" if self.decay < 1 else f"{int(self.decay)} steps"
+            parts.append(f"{self.shape} decay over the last {span} to {self.final:g} x peak")
         elif self.name != "constant":
             parts.append(f"to {self.final:g} x peak")
         return f"{self.name} (" + ", ".join(parts) + ")"
@@ -130,8 +131,8 @@ def parse_schedule(text: str) -> ScheduleSpec:
             spec.shape = value
         else:
             setattr(spec, key, _count(text, value, key))
-    if not (0 < spec.decay < 1 or 1 <= spec.decay < spec.steps):
-        raise _bad(text, f"DECAY must be a fraction in (0, 1) or a step count below STEPS, got {spec.decay:g}")
+    if not (0 < spec.decay < 1 or (1 <= spec.decay < spec.steps and spec.decay == int(spec.decay))):
+        raise _bad(text, f"DECAY must be a fraction in (0, 1) or a whole number of steps below STEPS, got {spec.decay:g}")
     if spec.warmup < 0 or spec.warmup_steps() >= spec.steps:
         raise _bad(text, f"warmup must be >= 0 and shorter than the run, got {spec.warmup:g}")
     if not 0 <= spec.final <= 1:

@@ -36,7 +36,7 @@ def test_spec_builds_the_trainers_schedule(spec, cfg):
     np.testing.assert_allclose(parsed.multipliers(), lr_multipliers(parsed.steps, cfg), rtol=0, atol=1e-15)
 
 
-@pytest.mark.parametrize("bad", ["", "cosine", "cosine:abc", "cosine:0", "sawtooth:100", "wsd:100:1.5e3",
+@pytest.mark.parametrize("bad", ["", "cosine", "cosine:abc", "cosine:0", "sawtooth:100", "wsd:100:1.5e3", "wsd:100:1.5",
                                  "cosine:100:0.2", "wsd:100:0.2:shape=square", "constant:100:warmup=200",
                                  "cosine:100:lr=-1", "cosine:100:final=2", "cosine:100:foo=1"])
 def test_bad_spec_is_one_user_error_naming_the_format(bad):
