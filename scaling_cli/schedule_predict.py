@@ -197,6 +197,9 @@ def predict_schedule(report: dict, spec: ScheduleSpec, params: float | None = No
                      "the law extrapolates in learning rate")
     if params is not None and abs(np.log(params / group["params"])) > np.log(1.5):
         notes.append(f"--params {params:.3g} is not a fitted size; the curve is that of N = {group['params']:.3g}")
+    if fit.get("at_bounds"):
+        notes.append(f"{law} parameters at their bounds ({', '.join(fit['at_bounds'])}): poorly identified by the "
+                     "fitted curves; trust the leave-one-curve-out error, not the band")
     batch = group.get("batch_size")
     return {
         "schedule": asdict(spec) | {"peak_lr": peak, "warmup_steps": spec.warmup_steps(), "description": spec.describe(peak)},

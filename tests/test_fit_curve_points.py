@@ -95,7 +95,7 @@ def test_fit_cli_curve_points_flag(tmp_path, capsys):
     table["flops"] = 6 * table["params"] * table["tokens"]
     path = tmp_path / "curves.csv"
     table.to_csv(path, index=False)
-    assert main(["fit", str(path), "--curve-points", "--n-boot", "10", "--grid-size", "2", "--no-plots",
+    assert main(["fit", str(path), "--n-boot", "10", "--grid-size", "2", "--no-plots",  # on by default
                  "--curve-groups", "0"]) == 0
     assert "from curves" in capsys.readouterr().out
     report = json.loads((tmp_path / "curves_fit" / "fit.json").read_text())
@@ -103,6 +103,7 @@ def test_fit_cli_curve_points_flag(tmp_path, capsys):
     assert entry["status"] == "ok" and entry["n_curve"] > 0
     assert report["laws"]["chinchilla"]["points_used"] == {"final": entry["n_final"], "curve": entry["n_curve"]}
     assert report["options"]["curve_points"] is True
-    assert main(["fit", str(path), "--n-boot", "0", "--grid-size", "2", "--no-plots", "--curve-groups", "0"]) == 0
+    assert main(["fit", str(path), "--no-curve-points", "--n-boot", "0", "--grid-size", "2", "--no-plots",
+                 "--curve-groups", "0"]) == 0
     report = json.loads((tmp_path / "curves_fit" / "fit.json").read_text())
     assert "curve_points" not in report["laws"] and report["laws"]["chinchilla"]["points_used"]["curve"] == 0

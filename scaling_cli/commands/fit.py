@@ -53,9 +53,10 @@ def register(subparsers) -> None:
     fit.add_argument("--level", type=float, default=0.9, help="two-sided interval level (default: 0.9)")
     fit.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
     fit.add_argument("--curve-groups", type=int, default=8, help="most model sizes given curve-law fits (default: 8)")
-    fit.add_argument("--curve-points", action="store_true",
+    fit.add_argument("--curve-points", action=argparse.BooleanOptionalAction, default=True,
                      help="fit L(N,D) on final losses plus annealed-equivalent points derived from each run's curve "
-                          "(Tissue curve law per size; fit.json laws.curve_points lists them and backtests both ways)")
+                          "(Tissue curve law per size; fit.json laws.curve_points lists them and backtests both ways; "
+                          "default: on, it lowered the held-out error on the shipped CPU sweeps)")
     fit.add_argument("--no-plots", action="store_true", help="write fit.json only")
     p.set_defaults(func=run)
 

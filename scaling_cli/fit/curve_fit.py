@@ -37,6 +37,9 @@ SKIP_FRACTION = 0.10
 # Fitted points per curve after chunk-averaging.
 MAX_POINTS = 128
 
+# Search range of the Tissue exponent alpha (grid, then a bounded refinement within 1.2x of the best).
+TISSUE_ALPHA_RANGE = (0.02, 3.0)
+
 # Bootstrap resamples of the curve laws, at most (fewer when --n-boot asks for fewer).
 TISSUE_MAX_BOOT = 200
 MPL_MAX_BOOT = 100
@@ -197,11 +200,12 @@ def fit_tissue(curves: list[Curve], options: FitOptions | None = None) -> dict:
     options = options or FitOptions()
     y = np.concatenate([c.loss for c in curves])
     s1, s2 = _tissue_areas(curves)
-    point, resid = _tissue_solve(y, s1, s2, np.geomspace(0.02, 3.0, 40))
+    point, resid = _tissue_solve(y, s1, s2, np.geomspace(*TISSUE_ALPHA_RANGE, 40))
     L0, A, alpha, C = point
     names = ["L0", "A", "alpha", "C"]
     jac = np.column_stack([np.ones_like(s1), s1 ** (-alpha), -A * s1 ** (-alpha) * np.log(s1), -s2])
-    entry = {"law": "tissue", "status": "ok", "form": "L(s) = L0 + A*S1^-alpha - C*S2",
+    at_bounds = ["alpha"] if not TISSUE_ALPHA_RANGE[0] * 1.05 < alpha < TISSUE_ALPHA_RANGE[1] / 1.05 else []
+    entry = {"law": "tissue", "status": "ok", "form": "L(s) = L0 + A*S1^-alpha - C*S2", "at_bounds": at_bounds,
              "reference": "Tissue et al. 2024", "lambda": curve_laws.TISSUE_LAMBDA,
              "params": dict(zip(names, map(float, point))),
              "intervals_asymptotic": dict(zip(names, _gn_intervals(jac, resid, point, options.level))),
@@ -282,7 +286,11 @@ def fit_multi_power(curves: list[Curve], options: FitOptions | None = None, alph
             up[j] += h
             dn[j] -= h
             jac[:, j] = (full(up) - full(dn)) / (2 * h)
-    entry = {"law": "multi_power", "status": "ok", "form": "L(t) = L0 + A*(S1+S_W)^-alpha - LD(t)",
+    phi = np.array([point[2], np.log(point[4]), point[5], point[6]])
+    span = np.array(MPL_UPPER) - np.array(MPL_LOWER)
+    at_bounds = [n for n, v, lo, w in zip(("alpha", "C", "beta", "gamma"), phi, MPL_LOWER, span)
+                 if v - lo < 1e-3 * w or lo + w - v < 1e-3 * w]
+    entry = {"law": "multi_power", "status": "ok", "form": "L(t) = L0 + A*(S1+S_W)^-alpha - LD(t)", "at_bounds": at_bounds,
              "reference": "Luo et al. 2025", "params": dict(zip(names, map(float, point))),
              "intervals_asymptotic": dict(zip(names, _gn_intervals(jac, resid, point, options.level))),
              "rmse": float(np.sqrt(np.mean(resid ** 2))), "n_points": int(len(y)), "n_curves": len(curves)}

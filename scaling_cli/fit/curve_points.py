@@ -118,7 +118,8 @@ def build_points(done, curves, fractions=FRACTIONS, weight: float = CURVE_WEIGHT
                     rows.append({"run": row.name, "params": float(row["params"]), "tokens": tokens,
                                  "flops": float(row["flops"]) * steps / total, "loss": loss, "weight": weight,
                                  "source": "curve"})
-    points = pd.concat([final, pd.DataFrame(rows, columns=final.columns)], ignore_index=True)
+    points = pd.concat([final, pd.DataFrame(rows, columns=final.columns)], ignore_index=True) if rows else final.copy()
+    points = points.astype({k: float for k in ("params", "tokens", "flops", "loss", "weight")}).reset_index(drop=True)
     info |= {"n_final": int(len(final)), "n_curve": int(len(rows)), "fractions": list(fractions), "curve_weight": weight}
     return points, info
 

@@ -129,17 +129,16 @@ def fit_all(prepared: Prepared, options: FitOptions | None = None) -> dict:
             "then the best LR / batch size / schedule; the LR and batch-size fits use every run")
     n, d, c, loss = (done[k].to_numpy(dtype=float) for k in ("params", "tokens", "flops", "loss"))
     entries: dict[str, dict] = {}
-    if options.curve_points:
-        points, info = curve_points.build_points(done, prepared.curves)
+    points, info = curve_points.build_points(done, prepared.curves) if options.curve_points else (None, None)
+    if info and info["n_curve"]:
         entries["chinchilla"] = curve_points.fit_weighted_chinchilla(points, options)
-        entries["curve_points"] = {"law": "curve_points", "status": "ok" if info["n_curve"] else "not enough data",
-                                   "reason": "" if info["n_curve"] else "no run has a usable curve",
-                                   **info, "backtest": curve_points.backtest(points, options),
+        entries["curve_points"] = {"law": "curve_points", "status": "ok", **info,
+                                   "backtest": curve_points.backtest(points, options),
                                    "rule": f"Tissue law per size and peak lr; final loss of the run's schedule compressed "
                                            f"to {', '.join(f'{f:g}' for f in info['fractions'])} of its steps, scaled by the "
                                            f"run's validation/train ratio; weight {info['curve_weight']:g}"}
         entries["chinchilla"]["points_used"] = {"final": info["n_final"], "curve": info["n_curve"]}
-    else:
+    else:  # curve points off, or no run has a usable curve: final points only, as before
         entries["chinchilla"] = parametric.fit_chinchilla(n, d, loss, options)
         entries["chinchilla"]["points_used"] = {"final": int(len(done)), "curve": 0}
     entries["compute_only"] = parametric.fit_compute_only(c, d, n, loss, options)
