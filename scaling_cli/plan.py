@@ -119,8 +119,9 @@ def expand(cfg: DictConfig) -> list[RunSpec]:
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown top-level config key; valid ones are {', '.join(GROUP_KEYS)}")
     points = grid_points(cfg.sweep, _budget_axis(cfg))
-    if len(points) > cfg.sweep.max_runs:
-        raise ConfigError(f"sweep.max_runs: the grid expands to {len(points)} runs, more than "
+    per_point = len(set(cfg.sweep.wsd_branches)) + 1 if cfg.sweep.wsd_branches else 1  # a stable run + its branches
+    if len(points) * per_point > cfg.sweep.max_runs:
+        raise ConfigError(f"sweep.max_runs: the grid expands to {len(points) * per_point} runs, more than "
                           f"sweep.max_runs={cfg.sweep.max_runs}; shrink the grid or raise the limit")
     specs, seen = [], set()
     for point in points:

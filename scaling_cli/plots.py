@@ -395,3 +395,28 @@ def plot_mup_transfer(report: dict, runs, outdir: str) -> str | None:
     axes[0][0].set_ylabel("final validation loss")
     fig.suptitle("LR transfer across width (star: best LR; x: diverged)", fontsize=10)
     return _save(fig, outdir, "mup_transfer.png")
+
+
+def plot_schedule_prediction(result: dict, path: str) -> str:
+    """`predict --schedule --plot FILE`: the predicted train-loss curve with its band, and the LR schedule."""
+    import matplotlib.pyplot as plt
+
+    curve, lr = result["curve"], result["lr"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(curve["step"], curve["loss"], "-", color="C0", label=f"{result['law']} prediction")
+    lo = np.array([np.nan if v is None else v for v in curve["loss_lo"]], dtype=float)
+    hi = np.array([np.nan if v is None else v for v in curve["loss_hi"]], dtype=float)
+    if np.isfinite(lo).any():
+        ax.fill_between(curve["step"], lo, hi, color="C0", alpha=0.2, lw=0, label=f"{result['level']:.0%} CI")
+    ax.set(xlabel="step", ylabel="train loss (nats/token)",
+           title=f"{result['schedule']['text']} at N = {result['params']:.3g}: final {result['loss']:.3f}")
+    twin = ax.twinx()
+    twin.plot(lr["step"], lr["lr"], ":", color="C1", lw=1)
+    twin.set_ylabel("learning rate", color="C1")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    artifact.write_bytes(path, buffer.getvalue())
+    return path

@@ -39,30 +39,32 @@ def test_compose_defaults_pick_the_cpu_groups_and_the_tiny_sweep():
     cfg = compose()
     # conf/model/tiny.yaml
     assert (cfg.model.d_model, cfg.model.n_layer, cfg.model.n_head) == (64, 2, 2)
-    assert (cfg.model.seq_len, cfg.model.vocab_size, cfg.model.mlp) == (128, 2048, "gelu")
-    # conf/data/bible.yaml, conf/schedule/cosine.yaml, conf/train/cpu.yaml, conf/store/local.yaml
+    assert (cfg.model.seq_len, cfg.model.mlp) == (128, "gelu")
+    # conf/data/bible.yaml, conf/train/cpu.yaml, conf/store/local.yaml
     assert cfg.data.source == "embedded" and list(cfg.data.languages) == ["en", "es"]
-    assert (cfg.schedule.name, cfg.schedule.warmup, cfg.schedule.min_lr_ratio) == ("cosine", 0.05, 0.1)
-    assert cfg.train.tokens == 5e5 and cfg.train.steps is None and cfg.train.batch_size == 16
+    assert cfg.train.tokens == 5e5 and cfg.train.steps is None
     assert cfg.optim.lr == 3e-3
     assert cfg.store.root == "runs"
-    # sweeps/tiny.yaml is the default sweep: 4 zipped shapes x 2 token budgets
+    # sweeps/tiny.yaml is the default sweep: 4 zipped sizes, each a WSD family of 4 token budgets,
+    # and it sets the schedule (wsd, 25 warmup steps), the vocabulary and untied embeddings
     assert cfg.sweep.name == "tiny"
-    assert OmegaConf.to_container(cfg.sweep.grid) == {"train.tokens": [2.5e5, 5e5]}
-    assert list(cfg.sweep.zip[0]["model.d_model"]) == [32, 48, 64, 96]
+    assert (cfg.schedule.name, cfg.schedule.warmup, cfg.schedule.min_lr_ratio) == ("wsd", 25, 0.0)
+    assert (cfg.model.vocab_size, cfg.model.tied_embeddings, cfg.train.batch_size) == (512, False, 8)
+    assert list(cfg.sweep.wsd_branches) == [0.25, 0.5, 0.75, 1.0] and len(cfg.sweep.grid) == 0
+    assert list(cfg.sweep.zip[0]["model.d_model"]) == [24, 32, 48, 64]
     validate(cfg)  # the shipped default is valid
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    (["model=gpt_small", "schedule=wsd", "train=gpu"],
+    (["model=gpt_small", "schedule=wsd", "train=gpu", "sweep=single"],
      {"model.d_model": 256, "model.vocab_size": 32768, "model.seq_len": 1024, "model.mlp": "swiglu",
       "schedule.name": "wsd", "schedule.decay_shape": "sqrt", "schedule.min_lr_ratio": 0.0, "schedule.decay": 0.2,
       "train.precision": "bf16", "train.device": "cuda", "train.tokens": 1e8, "train.batch_size": 64,
-      "sweep.name": "tiny", "optim.lr": 3e-3}),
+      "sweep.name": "single", "optim.lr": 3e-3}),
     (["schedule=linear", "sweep=lr_batch", "data=local", "data.source=/my/texts"],
      {"schedule.name": "linear", "schedule.min_lr_ratio": 0.0, "sweep.name": "lr_batch", "train.tokens": 5e5,
       "model.d_model": 64, "data.source": "/my/texts", "data.val_fraction": 0.05}),
-    (["schedule=constant"], {"schedule.name": "constant", "schedule.warmup": 0.05}),
+    (["schedule=constant", "sweep=single"], {"schedule.name": "constant", "schedule.warmup": 0.05}),
 ])
 def test_compose_group_choices_select_their_yaml(overrides, expected):
     cfg = compose(overrides)
@@ -145,11 +147,11 @@ def test_plus_sweep_spelling_is_accepted():
 
 
 def test_sweep_grid_override_adds_an_axis_to_the_sweep():
-    cfg = compose(["sweep.grid={optim.lr:[1e-3,3e-3]}"])
-    assert OmegaConf.to_container(cfg.sweep.grid) == {"train.tokens": [2.5e5, 5e5], "optim.lr": [1e-3, 3e-3]}
+    cfg = compose(["sweep.grid={train.seed:[0,1]}"])
+    assert OmegaConf.to_container(cfg.sweep.grid) == {"train.seed": [0, 1]}
     specs = expand(cfg)
-    assert len(specs) == 16  # tiny's 8 runs x 2 learning rates
-    assert sorted({s.config["optim"]["lr"] for s in specs}) == [1e-3, 3e-3]
+    assert len(specs) == 40  # tiny's 20 runs (4 stable + 16 branches) x 2 seeds
+    assert sorted({s.config["train"]["seed"] for s in specs}) == [0, 1]
 
 
 def test_sweep_grid_value_must_be_a_list():

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from scaling_cli.fit import curve_fit, curve_laws, synthetic
+from scaling_cli.fit.bootstrap import FitOptions
 
 T, WARMUP, PEAK = 2000, 100, 1e-3
 SCHEDULES = {
@@ -67,3 +68,61 @@ def test_fit_group_reports_leave_one_curve_out_errors():
     assert tissue["status"] == "ok" and len(tissue["leave_one_curve_out"]) == 2
     assert tissue["heldout_mean_abs_rel_error"] < 0.02
     assert group["laws"]["multi_power"]["status"] == "ok"
+
+
+def _ar1(rng, n, phi, sd):
+    """Stationary AR(1) noise: slow drifts like a real train-loss curve's data-order effects."""
+    shocks = rng.normal(0.0, sd * np.sqrt(1 - phi ** 2), n)
+    out, acc = np.empty(n), rng.normal(0.0, sd)
+    for i in range(n):
+        acc = phi * acc + shocks[i]
+        out[i] = acc
+    return out
+
+
+def test_block_bootstrap_intervals_cover_under_correlated_noise():
+    """Seeded coverage study of alpha's 90% interval over 30 noisy replicates of two curves.
+
+    With serially correlated noise the asymptotic (Gauss-Newton) intervals cover far less than
+    nominal; the block bootstrap recovers most of it (100 replicates: 82% vs 65%; with white
+    noise 90% vs 96%)."""
+    total, warmup = 600, 20
+    lrs = [curve_laws.cosine_schedule(total, PEAK, warmup), curve_laws.constant_schedule(total, PEAK, warmup)]
+    hits = {"intervals": 0, "intervals_asymptotic": 0}
+    reps = 30
+    for r in range(reps):
+        rng = np.random.default_rng(r)
+        curves = []
+        for i, lr in enumerate(lrs):
+            s1, s2 = curve_laws.tissue_features(lr, warmup)
+            loss = curve_laws.tissue_loss((s1, s2), **TISSUE) + rng.normal(0, 0.02, total) + _ar1(rng, total, 0.9, 0.02)
+            curves.append(curve_fit.prepare_curve(str(i), np.arange(1, total + 1), lr, loss, 1e8, str(i)))
+        entry = curve_fit.fit_tissue(curves, FitOptions(n_boot=50, seed=r))
+        for key in hits:
+            lo, hi = entry[key]["alpha"]
+            hits[key] += lo <= TISSUE["alpha"] <= hi
+    boot, asym = hits["intervals"] / reps, hits["intervals_asymptotic"] / reps
+    assert boot >= 0.75 and boot >= asym + 0.1, (boot, asym)
+
+
+def test_bootstrap_samples_give_final_loss_intervals_for_both_laws():
+    curves = [_curve(n, "tissue", TISSUE, seed=i, total=600)[0] for i, n in enumerate(("cosine", "wsd"))]
+    for fit in (curve_fit.fit_tissue, curve_fit.fit_multi_power):
+        entry = fit(curves, FitOptions(n_boot=50))
+        assert entry["status"] == "ok" and len(entry["samples"]) == 50 and "bootstrap" in entry["interval_method"]
+        for name in ("L0", "A", "alpha"):  # the identified ones; the decay terms of a misfit law may not be
+            lo, hi = entry["intervals"][name]
+            assert lo <= entry["params"][name] <= hi, name
+        lr = curve_laws.cosine_schedule(600, PEAK, WARMUP)
+        draws = curve_fit.predict_curve_samples(entry, lr)
+        assert draws.shape == (50, 1) and np.isfinite(draws).all()
+        lo, hi = np.percentile(draws[:, 0], [5, 95])
+        point = float(curve_fit.predict_curve(entry, lr)[0])
+        if not entry["at_bounds"]:  # a bootstrap at a bound is one-sided, and the entry says so
+            assert lo < point < hi
+        assert abs(np.median(draws) / point - 1) < 0.01
+    assert curve_fit.fit_tissue(curves, FitOptions(n_boot=0))["samples"] == []
+    # Multi-power fitted to Tissue-generated curves: its decay shape is not identified and says so
+    # (the asymptotic intervals claimed B to 8 digits here).
+    assert set(curve_fit.fit_multi_power(curves, FitOptions(n_boot=0))["at_bounds"]) >= {"C", "beta"}
+    assert curve_fit.fit_tissue(curves, FitOptions(n_boot=0))["at_bounds"] == []

@@ -1,6 +1,7 @@
 """LR / batch-size optima: parabola vertex per cell, diverged runs as loss above range, power laws."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from scaling_cli.fit import hyperparams, laws, synthetic
@@ -76,3 +77,36 @@ def test_no_sweep_means_not_enough_data():
     entry = hyperparams.fit_optimal("lr", df["params"], df["tokens"], df["flops"], df["lr"], df["loss"],
                                     df["status"] == "diverged", options=FitOptions(n_boot=10))
     assert entry["status"] == "not enough data"
+
+
+def test_mup_and_standard_runs_sharing_cells_get_their_own_optima():
+    """Standard runs follow the Step Law; μP runs of the same (N, D) have one optimum at every size
+    and a lower loss, so a mixed cell would have taken the μP optimum for both."""
+    std = synthetic.lr_sweep_runs(sizes=(1e7, 3e7, 1e8, 3e8), tokens_per_param=(10.0, 40.0), n_lr=7, seed=0, noise=0.001)
+    std["parametrization"] = "standard"
+    mup = std.copy()
+    mup["parametrization"] = "mup"
+    mup["lr"] = 4e-3 * np.geomspace(1 / 8, 8, 7)[np.arange(len(mup)) % 7]
+    base = std.groupby(["params", "tokens"])["loss"].transform("min")  # each cell's standard minimum
+    mup["loss"] = (base - 0.05) + 0.08 * np.log(mup["lr"] / 4e-3) ** 2
+    mup["status"] = "done"
+    df = pd.concat([std, mup], ignore_index=True)
+    entry = hyperparams.fit_optimal("lr", df["params"], df["tokens"], df["flops"], df["lr"], df["loss"],
+                                    df["status"] == "diverged", options=FitOptions(n_boot=50),
+                                    parametrization=df["parametrization"])
+    assert entry["status"] == "ok" and entry["parametrization"] == "standard"
+    by_label = {p: [c for c in entry["cells"] if c["parametrization"] == p] for p in ("standard", "mup")}
+    assert len(by_label["standard"]) == len(by_label["mup"]) == 8
+    a, b, c = laws.STEP_LAW["lr"]
+    for cell in by_label["standard"]:
+        assert cell["opt"] == pytest.approx(a * cell["params"] ** b * cell["tokens"] ** c, rel=0.15)
+    for cell in by_label["mup"]:
+        assert cell["opt"] == pytest.approx(4e-3, rel=0.02)
+    assert entry["forms"]["step_law"]["exponents"][0] == pytest.approx(b, abs=0.05)
+    mup_law = entry["by_parametrization"]["mup"]["forms"]["step_law"]
+    assert abs(mup_law["exponents"][0]) < 0.02 and abs(mup_law["exponents"][1]) < 0.02
+    # Without the labels each cell mixes both sweeps: some lose their parabola, others move.
+    mixed = hyperparams.fit_optimal("lr", df["params"], df["tokens"], df["flops"], df["lr"], df["loss"],
+                                    df["status"] == "diverged", options=FitOptions(n_boot=0))
+    wrong = [cell for cell in mixed["cells"] if abs(np.log(cell["opt"] / (a * cell["params"] ** b * cell["tokens"] ** c))) > 0.3]
+    assert len(mixed["cells"]) < 8 and wrong

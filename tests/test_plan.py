@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -99,7 +100,7 @@ def lr_batch_specs():
     return expand(compose(["sweep=lr_batch"]))
 
 
-@pytest.mark.parametrize("sweep, runs", [("tiny", 8), ("isoflop_cpu", 15), ("lr_batch", 30), ("single", 1)])
+@pytest.mark.parametrize("sweep, runs", [("tiny", 20), ("isoflop_cpu", 15), ("lr_batch", 30), ("single", 1)])
 def test_shipped_sweeps_expand_to_their_documented_run_counts(request, sweep, runs):
     if sweep == "isoflop_cpu":
         specs = expand(compose(["sweep=isoflop_cpu"]))
@@ -114,14 +115,22 @@ def test_shipped_sweeps_expand_to_their_documented_run_counts(request, sweep, ru
 
 def test_tiny_sweep_runs_carry_their_grid_point(tiny_cfg):
     specs = expand(tiny_cfg)
-    seen = {(s.config["model"]["d_model"], s.config["model"]["n_layer"], s.config["model"]["n_head"],
-             s.config["train"]["tokens"]) for s in specs}
-    shapes = [(32, 1, 2), (48, 2, 2), (64, 2, 2), (96, 3, 3)]
-    assert seen == {(*shape, tokens) for shape in shapes for tokens in (2.5e5, 5e5)}
+    branches = [s for s in specs if s.parent]
+    # each size's decay branches are its D/N = 32, 64, 96, 128 runs (tokens per non-embedding parameter)
+    ratios = {s.config["model"]["d_model"]: [] for s in branches}
+    for s in sorted(branches, key=lambda s: s.tokens):
+        ratios[s.config["model"]["d_model"]].append(s.tokens / s.params_nonembed)
+    assert sorted(ratios) == [24, 32, 48, 64]
+    for width, values in ratios.items():
+        np.testing.assert_allclose(values, [32, 64, 96, 128], rtol=0.02, err_msg=str(width))  # whole steps
+    assert len([s for s in specs if s.branch_points]) == 4
     for spec in specs:
         for key, value in spec.overrides.items():
+            if key in ("wsd_fraction", "wsd_stable", "train.tokens"):
+                continue  # a WSD family member trains a fraction of the grid point's train.tokens
             group, name = key.split(".")
             assert spec.config[group][name] == value
+        assert "wsd_fraction" in spec.overrides or spec.overrides.get("wsd_stable")
         assert spec.name.startswith(f"d{spec.config['model']['d_model']}L{spec.config['model']['n_layer']}-")
         assert spec.name.endswith(spec.run_id[:6])
         assert "store" not in spec.config and "sweep" not in spec.config
@@ -144,9 +153,10 @@ def test_steps_given_directly(single_cfg):
 def test_totals_sum_the_plan(tiny_cfg):
     specs = expand(tiny_cfg)
     total = totals(specs)
-    assert total["runs"] == 8
+    assert total["runs"] == 20
     assert total["tokens"] == sum(s.tokens for s in specs)
-    assert total["flops"] == pytest.approx(sum(s.flops for s in specs))
+    assert total["flops"] == pytest.approx(sum(s.flops_to_train for s in specs))  # a branch pays for its decay only
+    assert total["flops_unbranched"] == pytest.approx(sum(s.flops for s in specs if not s.branch_points))
 
 
 def test_duplicate_grid_points_collapse_to_one_run(single_cfg):
@@ -165,9 +175,10 @@ def test_summary_is_the_flat_record_for_the_store(single_specs):
 # ------------------------------------------------------------------ expand: guards
 
 def test_max_runs_guard(tiny_cfg):
-    with pytest.raises(ConfigError, match=r"^sweep\.max_runs: the grid expands to 8 runs, more than sweep\.max_runs=7"):
-        expand(_edited(tiny_cfg, {"sweep.max_runs": 7}))
-    assert len(expand(_edited(tiny_cfg, {"sweep.max_runs": 8}))) == 8
+    # WSD families count as the runs they train: 4 sizes x (1 stable + 4 branches)
+    with pytest.raises(ConfigError, match=r"^sweep\.max_runs: the grid expands to 20 runs, more than sweep\.max_runs=19"):
+        expand(_edited(tiny_cfg, {"sweep.max_runs": 19}))
+    assert len(expand(_edited(tiny_cfg, {"sweep.max_runs": 20}))) == 20
 
 
 def test_unknown_key_in_grid_is_named(single_cfg):

@@ -3,6 +3,7 @@
     scaling-cli predict --params 7e9 --tokens 1.4e12
     scaling-cli predict --flops 6e22                 # compute-optimal N and D for this budget
     scaling-cli predict --params 1B --json --fit runs/_fit/fit.json
+    scaling-cli predict --schedule wsd:24000:0.2 --params 3e4 --plot wsd.png   # curve law of a fitted size
 
 Thin: read fit.json (fit/artifact.py), call scaling_cli.predict.predict, print or emit JSON.
 """
@@ -43,6 +44,11 @@ def register(subparsers) -> None:
     p.add_argument("--flops", type=number, default=None, help="training FLOPs C (D = C / 6N, or compute-optimal N and D)")
     p.add_argument("--fit", default=DEFAULT_FIT, help=f"fit.json or its folder (default: {DEFAULT_FIT})")
     p.add_argument("--level", type=float, default=None, help="interval level (default: the fit's, usually 0.9)")
+    p.add_argument("--schedule", metavar="SPEC", default=None,
+                   help="instead of a scale: the final loss and loss curve under this LR schedule, from the curve-law "
+                        "fit of the fitted size nearest --params (default: the largest). SPEC is NAME:STEPS[:DECAY] with "
+                        "optional :warmup=W :lr=PEAK :final=F :shape=S, e.g. cosine:24000, wsd:24000:0.2, constant:72000")
+    p.add_argument("--plot", metavar="FILE", default=None, help="with --schedule: draw the predicted curve and schedule to FILE (.png)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object instead of text (loss_lo/loss_hi: prediction interval; loss_ci: confidence "
                         "interval; law, backtest_error (its mean |relative error| on held-out runs), extrapolation_factor "
@@ -59,9 +65,30 @@ def run(args: argparse.Namespace) -> int:
     if args.level is not None and not 0 < args.level < 1:
         raise UserError(f"--level must be in (0, 1), got {args.level}")
     report = read_report(args.fit)
+    if args.schedule is not None or args.plot is not None:
+        return run_schedule(args, report)
     result = predict(report, params=args.params, tokens=args.tokens, flops=args.flops, level=args.level)
     if args.json:
         print(json.dumps(to_jsonable(result)))
     else:
         print(format_prediction(result))
+    return 0
+
+
+def run_schedule(args: argparse.Namespace, report: dict) -> int:
+    """`predict --schedule SPEC [--params N] [--plot FILE] [--json]`."""
+    from scaling_cli.errors import UserError
+    from scaling_cli.fit.artifact import to_jsonable
+    from scaling_cli.schedule_predict import format_schedule_prediction, parse_schedule, predict_schedule
+
+    if args.schedule is None:
+        raise UserError("--plot draws a --schedule prediction; give --schedule SPEC too")
+    if args.tokens is not None or args.flops is not None:
+        raise UserError("--schedule predicts one fitted size under a schedule: drop --tokens/--flops (STEPS sets the length)")
+    result = predict_schedule(report, parse_schedule(args.schedule), params=args.params, level=args.level)
+    if args.plot:
+        from scaling_cli.plots import plot_schedule_prediction
+
+        result["plot"] = plot_schedule_prediction(result, args.plot)
+    print(json.dumps(to_jsonable(result)) if args.json else format_schedule_prediction(result))
     return 0

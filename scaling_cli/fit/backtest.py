@@ -17,10 +17,16 @@ runs it could predict at all (compute_only abstains at an unfitted D/N). With in
 (`scaling-cli backtest`, not `fit`), the refit also bootstraps and the held-out runs are checked
 against its prediction intervals (share inside: the interval coverage).
 
+Derived points (fit/curve_points.py: annealed-equivalent points read off each run's curve) join
+the training side only: each belongs to the run it was derived from and is held out with it, so a
+held-out run never leaks into its own refit; the held-out runs are scored on their final losses.
+
 Pure numpy; no I/O.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -40,6 +46,35 @@ HOLDOUT_SHARE, HOLDOUT_MAX_SHARE = 0.10, 1 / 3
 PI_DRAWS = 20
 
 
+@dataclass(frozen=True)
+class DerivedPoints:
+    """Extra (N, D, C, L) points for the L(N, D) laws, each weighted and owned by one final run
+    (`owner`: its index in the final arrays), with which the bootstrap and the hold-outs move it."""
+
+    params: np.ndarray
+    tokens: np.ndarray
+    flops: np.ndarray
+    loss: np.ndarray
+    weight: np.ndarray
+    owner: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.loss)
+
+
+def training_set(n, d, c, loss, keep: np.ndarray, extra: DerivedPoints | None):
+    """(n, d, c, loss, groups, weights) of the kept final runs plus the derived points they own;
+    groups label each point's run (bootstrap unit), weights are None when there is nothing derived."""
+    idx = np.flatnonzero(keep)
+    if extra is None or len(extra) == 0:
+        return n[idx], d[idx], c[idx], loss[idx], idx, None
+    mine = keep[extra.owner]
+    cat = lambda a, b: np.concatenate([a[idx], b[mine]])  # noqa: E731
+    weights = np.concatenate([np.ones(len(idx)), extra.weight[mine]])
+    return (cat(n, extra.params), cat(d, extra.tokens), cat(c, extra.flops), cat(loss, extra.loss),
+            np.concatenate([idx, extra.owner[mine]]), weights)
+
+
 def largest_size_mask(params: ArrayLike) -> np.ndarray:
     """True for the runs of the largest model size (more sizes when it has < max(2, 10%) of the
     runs, as in a scattered IsoFLOP design)."""
@@ -51,17 +86,19 @@ def largest_compute_mask(flops: ArrayLike) -> np.ndarray:
     return top_groups(flops, HOLDOUT_SHARE, HOLDOUT_MAX_SHARE)
 
 
-def refit(name: str, n, d, c, loss, options: FitOptions, intervals: bool = False) -> dict:
-    """`name` fitted to these runs as `fit` would, without (or with) its bootstrap."""
+def refit(name: str, n, d, c, loss, options: FitOptions, intervals: bool = False,
+          groups: np.ndarray | None = None, weights: np.ndarray | None = None) -> dict:
+    """`name` fitted to these points as `fit` would, without (or with) its bootstrap."""
     if name == "compute_only":
         quick = options if intervals else FitOptions(**{**options.as_dict(), "n_boot": 0})
         return parametric.fit_compute_only(c, d, n, loss, quick)
     law_free = family.laws.LAWS[name].n_free
     if len(loss) < law_free + 1:
-        return not_enough(name, f"{len(loss)} training runs for {law_free} free parameters")
+        return not_enough(name, f"{len(loss)} training points for {law_free} free parameters")
     x, y = np.column_stack([np.log(n), np.log(d)]), np.log(loss)
     starts = family.screened_starts(name, x, y, options.grid_size, options.holdout_starts)
-    return family.fit_member(name, n, d, loss, options, starts=starts, intervals_=intervals)
+    return family.fit_member(name, n, d, loss, options, starts=starts, intervals_=intervals, groups=groups,
+                             weights=weights)
 
 
 def _prediction_interval(entry: dict, n, d, c, level: float, rng: np.random.Generator) -> np.ndarray:
@@ -106,8 +143,10 @@ def score(entry: dict, n, d, c, observed, level: float, rng: np.random.Generator
 
 def backtest(params: ArrayLike, tokens: ArrayLike, flops: ArrayLike, loss: ArrayLike, options: FitOptions | None = None,
              laws: tuple[str, ...] = LOSS_LAWS, intervals: bool = False,
-             holdouts: tuple[str, ...] = HOLDOUTS) -> dict:
-    """{holdout: {what was held out, extrapolation factor, scores per law}} for both hold-outs."""
+             holdouts: tuple[str, ...] = HOLDOUTS, extra: DerivedPoints | None = None) -> dict:
+    """{holdout: {what was held out, extrapolation factor, scores per law}} for both hold-outs.
+
+    `extra`: derived points the L(N, D) laws also train on (compute_only uses final losses only)."""
     options = options or FitOptions()
     n, d, c, obs = (np.asarray(v, dtype=float) for v in (params, tokens, flops, loss))
     out = {}
@@ -124,8 +163,14 @@ def backtest(params: ArrayLike, tokens: ArrayLike, flops: ArrayLike, loss: Array
             out[holdout] = info
             continue
         info["extrapolation_factor"] = float(c[test].max() / c[~test].max())
+        train = training_set(n, d, c, obs, ~test, extra)
+        if extra is not None and len(extra):
+            info["n_train_derived"] = int(len(train[3]) - (~test).sum())
         for i, name in enumerate(laws):
-            entry = refit(name, n[~test], d[~test], c[~test], obs[~test], options, intervals)
+            if name == "compute_only":
+                entry = refit(name, n[~test], d[~test], c[~test], obs[~test], options, intervals)
+            else:
+                entry = refit(name, *train[:4], options, intervals, groups=train[4], weights=train[5])
             rng = options.rng(900 + i) if intervals else None
             info["scores"][name] = score(entry, n[test], d[test], c[test], obs[test], options.level, rng)
         out[holdout] = info

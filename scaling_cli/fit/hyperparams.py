@@ -7,6 +7,8 @@ cell's optimum. The interval on the vertex comes from the delta method on the pa
 coefficient covariance (DeepSeek 2024 and Li et al. 2025 fit such near-optimal bands), or, with
 exactly three points and no residual degree of freedom, from half the grid spacing.
 
+Cells are split by parametrization (standard / μP), which moves the optimum with width or not.
+
 Diverged runs (status 'diverged', or no finite loss) count as "loss above the range": they are
 never the minimum, they bound the window, and a vertex beyond the last finite value is accepted
 only up to the diverged value. Optima at the edge of the sweep are reported and not used.
@@ -118,17 +120,8 @@ def _fit_form(cols: list[np.ndarray], opt: np.ndarray, sd: np.ndarray, options: 
     return entry
 
 
-def fit_optimal(name: str, params: ArrayLike, tokens: ArrayLike, flops: ArrayLike, hp: ArrayLike, loss: ArrayLike,
-                diverged: ArrayLike, options: FitOptions | None = None, rel_tol: float = DEFAULT_REL_TOL) -> dict:
-    """Optima of hyperparameter `name` ('lr' or 'batch_size') per (N, D) cell and their power laws.
-
-    One entry per run. Runs at the same value of `hp` but different values of the other
-    hyperparameter (or seed) are profiled out: the value's loss is their best finite loss.
-    `diverged` marks runs whose loss counts as above the range.
-    """
-    options = options or FitOptions()
-    params, tokens, flops, hp, loss = (np.asarray(v, dtype=float) for v in (params, tokens, flops, hp, loss))
-    diverged = np.asarray(diverged, dtype=bool) | ~np.isfinite(loss)
+def _cell_optima(params, tokens, flops, hp, loss, diverged, level: float, rel_tol: float) -> tuple[list, list]:
+    """(cells with an interior optimum, skipped cells) for runs of one parametrization."""
     usable = np.isfinite(hp) & (hp > 0) & np.isfinite(params) & np.isfinite(tokens)
     n_lab, d_lab = cluster_log(np.where(usable, params, np.nan), rel_tol), cluster_log(np.where(usable, tokens, np.nan), rel_tol)
     cells, skipped = [], []
@@ -142,14 +135,16 @@ def fit_optimal(name: str, params: ArrayLike, tokens: ArrayLike, flops: ArrayLik
             at = sel[np.isclose(np.log(hp[sel]), v, atol=1e-6)]
             fin = loss[at][~diverged[at]]
             prof_loss.append(float(fin.min()) if len(fin) else np.inf)
-        res = cell_optimum(np.exp(values), np.array(prof_loss), options.level)
+        res = cell_optimum(np.exp(values), np.array(prof_loss), level)
         info = {"params": float(np.exp(np.mean(np.log(params[sel])))), "tokens": float(np.exp(np.mean(np.log(tokens[sel])))),
                 "flops": float(np.exp(np.mean(np.log(flops[sel])))), "n_runs": int(len(sel)),
                 "values": np.exp(values).tolist(), "profile_loss": [v if np.isfinite(v) else None for v in prof_loss]}
         (cells if res["status"] == "ok" else skipped).append(info | res)
-    if not cells:
-        why = "no (N, D) cell sweeps it over >= 3 values with an interior minimum"
-        return not_enough(f"{name}_opt", f"{name}: {why}") | {"skipped_cells": skipped}
+    return cells, skipped
+
+
+def _power_laws(name: str, cells: list, options: FitOptions) -> tuple[dict, str | None]:
+    """Both power-law forms of the cell optima, and the preferred one (Step Law form first)."""
     col = {k: np.array([c[k] for c in cells]) for k in ("params", "tokens", "flops", "opt", "log_sd")}
     forms = {}
     for i, (form, inputs) in enumerate(FORMS[name].items()):
@@ -157,11 +152,55 @@ def fit_optimal(name: str, params: ArrayLike, tokens: ArrayLike, flops: ArrayLik
         forms[form] = ({"status": "ok", "inputs": list(inputs)} | fitted) if fitted else {
             "status": "not enough data", "inputs": list(inputs),
             "reason": f"{len(cells)} cell optima do not vary enough in {', '.join(inputs)} to identify the exponents"}
-    preferred = next((f for f in ("step_law", "compute") if forms[f]["status"] == "ok"), None)
+    return forms, next((f for f in ("step_law", "compute") if forms[f]["status"] == "ok"), None)
+
+
+def fit_optimal(name: str, params: ArrayLike, tokens: ArrayLike, flops: ArrayLike, hp: ArrayLike, loss: ArrayLike,
+                diverged: ArrayLike, options: FitOptions | None = None, rel_tol: float = DEFAULT_REL_TOL,
+                parametrization: ArrayLike | None = None) -> dict:
+    """Optima of hyperparameter `name` ('lr' or 'batch_size') per (N, D) cell and their power laws.
+
+    One entry per run. Runs at the same value of `hp` but different values of the other
+    hyperparameter (or seed) are profiled out: the value's loss is their best finite loss.
+    `diverged` marks runs whose loss counts as above the range.
+
+    `parametrization` (one label per run, e.g. 'standard' / 'mup') splits cells: under μP the best
+    LR stays put across width while under the standard parametrization it moves (Yang et al.), so a
+    cell mixing both would take the optimum of whichever happens to be lower. Each parametrization
+    gets its own cells and power laws (under "by_parametrization"); the top-level forms, which
+    predict uses, are the standard parametrization's when it has a fit, else those of the one with
+    the most cell optima. Missing labels count as 'standard'.
+    """
+    options = options or FitOptions()
+    params, tokens, flops, hp, loss = (np.asarray(v, dtype=float) for v in (params, tokens, flops, hp, loss))
+    diverged = np.asarray(diverged, dtype=bool) | ~np.isfinite(loss)
+    labels = np.full(len(hp), "standard", dtype=object) if parametrization is None else np.array(
+        ["standard" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in parametrization], dtype=object)
+    per: dict[str, dict] = {}
+    for label in sorted(set(labels)):
+        m = labels == label
+        cells, skipped = _cell_optima(params[m], tokens[m], flops[m], hp[m], loss[m], diverged[m], options.level, rel_tol)
+        for c in cells + skipped:
+            c["parametrization"] = label
+        forms, preferred = _power_laws(name, cells, options) if cells else ({}, None)
+        per[label] = {"cells": cells, "skipped_cells": skipped, "forms": forms, "preferred": preferred}
+    all_cells = [c for p in per.values() for c in p["cells"]]
+    all_skipped = [c for p in per.values() for c in p["skipped_cells"]]
+    if not all_cells:
+        why = "no (N, D) cell sweeps it over >= 3 values with an interior minimum"
+        return not_enough(f"{name}_opt", f"{name}: {why}") | {"skipped_cells": all_skipped}
+    with_cells = [k for k in per if per[k]["cells"]]
+    chosen = "standard" if per.get("standard", {}).get("preferred") else max(
+        with_cells, key=lambda k: (per[k]["preferred"] is not None, len(per[k]["cells"])))
     reference = {"step_law": laws.STEP_LAW[name], "deepseek": laws.DEEPSEEK[name]}
-    return {"law": f"{name}_opt", "status": "ok", "hyperparameter": name, "cells": cells,
-            "skipped_cells": skipped, "forms": forms, "preferred": preferred, "reference": reference,
-            "form": "eta_opt = a N^b D^c | a C^b" if name == "lr" else "B_opt = d D^e | d C^e"}
+    entry = {"law": f"{name}_opt", "status": "ok", "hyperparameter": name, "cells": all_cells,
+             "skipped_cells": all_skipped, "forms": per[chosen]["forms"], "preferred": per[chosen]["preferred"],
+             "parametrization": chosen, "reference": reference,
+             "form": "eta_opt = a N^b D^c | a C^b" if name == "lr" else "B_opt = d D^e | d C^e"}
+    if len(per) > 1:
+        entry["by_parametrization"] = {k: {"forms": v["forms"], "preferred": v["preferred"], "n_cells": len(v["cells"])}
+                                       for k, v in per.items()}
+    return entry
 
 
 def predict_optimum(entry: dict, params: float, tokens: float, flops: float, level: float) -> dict | None:

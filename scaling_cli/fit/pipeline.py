@@ -18,7 +18,7 @@ import datetime as _dt
 import numpy as np
 
 from scaling_cli import __version__
-from scaling_cli.fit import FIT_SCHEMA, approaches, curve_fit, downstream, hyperparams, loss_laws, parametric
+from scaling_cli.fit import FIT_SCHEMA, approaches, curve_fit, curve_points, downstream, hyperparams, loss_laws, parametric
 from scaling_cli.fit import sensitivity
 from scaling_cli.fit.bootstrap import FitOptions
 from scaling_cli.fit.grouping import cluster_log
@@ -83,7 +83,10 @@ def fit_curves(prepared: Prepared, done, options: FitOptions) -> dict:
         firsts = list({c.schedule: c for c in reversed(members[k])}.values())  # one curve per schedule
         rest = [c for c in members[k] if all(c is not f for f in firsts)]
         chosen = (firsts + rest)[:MAX_CURVES_PER_GROUP]
-        groups.append(curve_fit.fit_group(chosen, options) | {"peak_lr": float(chosen[0].lr.max())})
+        batch = info.loc[chosen[0].run_id, "batch_size"] if "batch_size" in info.columns else None
+        groups.append(curve_fit.fit_group(chosen, options) | {
+            "peak_lr": float(chosen[0].lr.max()),
+            "batch_size": float(batch) if batch is not None and np.isfinite(batch) else None})
     return {"law": "curves", "status": "ok", "groups": groups, "n_groups_available": len(keys),
             "rule": f"points after warmup and the first {curve_fit.SKIP_FRACTION:.0%} of steps, "
                     f"chunk-averaged to <= {curve_fit.MAX_POINTS} per curve"}
@@ -124,16 +127,31 @@ def fit_all(prepared: Prepared, options: FitOptions | None = None) -> dict:
         prepared.meta["notes"].append(
             f"loss laws use one run per (N, D) cell ({len(done)} of {len(all_done)}): seeds averaged, "
             "then the best LR / batch size / schedule; the LR and batch-size fits use every run")
+    # Annealed-equivalent points from whole curves (fit/curve_points.py), in both accountings, so
+    # `--params-kind auto` and every backtest see the points the laws are fitted on.
+    kind = "nonembed" if prepared.meta.get("params_kind") == "nonembed" else "total"
+    derived, curve_info = None, None
+    if options.curve_points:
+        points, curve_info = curve_points.build_points(done, prepared.curves)
+        derived = curve_points.derived_points(points, done, kind) if curve_info["n_curve"] else None
     by_kind = None
     if prepared.meta.get("params_kind") == "auto":
-        prepared, done, by_kind = loss_laws.resolve_auto_kind(prepared, done, options)
+        prepared, done, by_kind = loss_laws.resolve_auto_kind(prepared, done, options, derived)
         runs = prepared.runs
         all_done = runs[~runs["diverged"] & np.isfinite(runs["loss"])].reset_index(drop=True)
+        kind = prepared.meta["params_kind"]
     n, d, c, loss = (done[k].to_numpy(dtype=float) for k in ("params", "tokens", "flops", "loss"))
     # Loss laws (fit/loss_laws.py): the L(N, D) family and compute_only, reliability flags,
     # backtests on the largest size and the largest compute, selection by backtest.
-    block = loss_laws.fit_loss_laws(done, options, prepared.meta.get("params_kind", "total"), by_kind)
+    block = loss_laws.fit_loss_laws(done, options, prepared.meta.get("params_kind", "total"), by_kind, derived)
     entries: dict[str, dict] = dict(block["entries"])
+    if derived:
+        entries["curve_points"] = {"law": "curve_points", "status": "ok", **curve_info,
+                                   "backtest": curve_points.compare(done, derived[kind], options),
+                                   "rule": f"Tissue law per size and peak lr; final loss of the run's schedule compressed "
+                                           f"to {', '.join(f'{f:g}' for f in curve_info['fractions'])} of its steps, scaled "
+                                           f"by the run's validation/train ratio; weight {curve_info['curve_weight']:g}; "
+                                           "used by every L(N, D) law and its backtests"}
     *points, source = _approach1_points(prepared, all_done if prepared.evals is not None or prepared.curves is not None else done)
     entries["approach1"] = approaches.approach1(*points, options=options) | {"points": source}
     entries["approach2"] = approaches.approach2(c, n, d, loss, options)
@@ -142,7 +160,8 @@ def fit_all(prepared: Prepared, options: FitOptions | None = None) -> dict:
             entries[f"{name}_opt"] = parametric.not_enough(f"{name}_opt", f"column {name!r} is absent or takes < 3 values")
             continue
         entries[f"{name}_opt"] = hyperparams.fit_optimal(
-            name, runs["params"], runs["tokens"], runs["flops"], runs[name], runs["loss"], runs["diverged"], options)
+            name, runs["params"], runs["tokens"], runs["flops"], runs[name], runs["loss"], runs["diverged"], options,
+            parametrization=runs["parametrization"] if "parametrization" in runs.columns else None)
     entries["curves"] = fit_curves(prepared, all_done, options)
     comparison = {}
     if entries["chinchilla"]["status"] == "ok":
