@@ -117,3 +117,20 @@ def test_fit_cli_curve_points_flag(tmp_path, capsys):
                  "--curve-groups", "0"]) == 0
     report = json.loads((tmp_path / "curves_fit" / "fit.json").read_text())
     assert "curve_points" not in report["laws"] and report["laws"]["chinchilla"]["points_used"]["curve"] == 0
+
+
+def test_backtest_cli_trains_on_the_curve_points_fit_uses(tmp_path, capsys):
+    done, curves = _runs(lengths=(400, 1600, 6400))
+    table = curves.merge(done[["run", "params"]], on="run").rename(columns={"run": "run_id"})
+    table["flops"] = 6 * table["params"] * table["tokens"]
+    path = tmp_path / "curves.csv"
+    table.to_csv(path, index=False)
+    args = ["backtest", str(path), "--n-boot", "0", "--grid-size", "2", "--no-plots"]
+    assert main(args) == 0
+    assert "also train on" in capsys.readouterr().out
+    with_points = json.loads((tmp_path / "curves_backtest" / "backtest.json").read_text())["backtests"]
+    assert with_points["largest_size"]["n_train_derived"] > 0
+    assert main([*args, "--no-curve-points"]) == 0
+    assert "derived from curves" not in capsys.readouterr().out
+    without = json.loads((tmp_path / "curves_backtest" / "backtest.json").read_text())["backtests"]
+    assert "n_train_derived" not in without["largest_size"]

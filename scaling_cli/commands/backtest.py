@@ -44,6 +44,9 @@ def register(subparsers) -> None:
     fit.add_argument("--grid-size", type=int, default=4, help="initial values per parameter (default: 4)")
     fit.add_argument("--level", type=float, default=0.9, help="two-sided interval level (default: 0.9)")
     fit.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
+    fit.add_argument("--curve-points", action=argparse.BooleanOptionalAction, default=True,
+                     help="train the L(N,D) laws on final losses plus points derived from each run's curve, as "
+                          "`fit` does (default: on); a held-out run's derived points are held out with it")
     fit.add_argument("--no-plots", action="store_true", help="write backtest.json only")
     fit.add_argument("--json", action="store_true", help="print the per-law errors as one JSON object")
     p.set_defaults(func=run)
@@ -94,7 +97,6 @@ def summary_json(result: dict) -> dict:
 def run(args: argparse.Namespace) -> int:
     import warnings
 
-    import numpy as np
 
     from scaling_cli.errors import UserError
     from scaling_cli.fit import artifact, backtest, loss_laws, pipeline, table
@@ -102,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     try:
-        options = FitOptions(n_boot=args.n_boot, grid_size=args.grid_size, level=args.level, seed=args.seed)
+        options = FitOptions(n_boot=args.n_boot, grid_size=args.grid_size, level=args.level, seed=args.seed,
+                             curve_points=args.curve_points)
     except ValueError as err:
         raise UserError(f"{err}; fix --level/--n-boot/--grid-size") from err
     with warnings.catch_warnings(record=True) as caught:
@@ -111,19 +114,16 @@ def run(args: argparse.Namespace) -> int:
     for w in caught:
         if issubclass(w.category, table.DataWarning):
             print(f"scaling-cli backtest: warning: {w.message}", file=sys.stderr)
-    runs = prepared.runs
-    done, _ = pipeline.best_per_cell(runs[~runs["diverged"] & np.isfinite(runs["loss"])].reset_index(drop=True))
-    by_kind = None
-    if prepared.meta.get("params_kind") == "auto":
-        prepared, done, by_kind = loss_laws.resolve_auto_kind(prepared, done, options)
-    kind = prepared.meta.get("params_kind", "total")
-    by_kind = dict(by_kind or {})
+    inputs = pipeline.loss_law_inputs(prepared, options)  # the points `fit` fits, curve points included
+    prepared, done, kind, derived = inputs.prepared, inputs.done, inputs.kind, inputs.derived or {}
+    by_kind = dict(inputs.by_kind or {})
     arrays = [done[k].to_numpy(dtype=float) for k in ("params", "tokens", "flops", "loss")]
-    by_kind[kind] = backtest.backtest(*arrays, options, intervals=options.n_boot > 0)
+    by_kind[kind] = backtest.backtest(*arrays, options, intervals=options.n_boot > 0, extra=derived.get(kind))
     if "params_alt" in done.columns and len(by_kind) < 2:
         other = "nonembed" if kind == "total" else "total"
-        by_kind[other] = backtest.backtest(done["params_alt"].to_numpy(dtype=float), *arrays[1:], options)
-    block = loss_laws.fit_loss_laws(done, options, kind, by_kind)
+        by_kind[other] = backtest.backtest(done["params_alt"].to_numpy(dtype=float), *arrays[1:], options,
+                                           extra=derived.get(other))
+    block = loss_laws.fit_loss_laws(done, options, kind, by_kind, inputs.derived)
     result = {"source": args.source, "params_kind": kind, "n_runs": int(len(done)),
               "backtests": block["backtests"], "selection": block["selection"], "params_kinds": block["params_kinds"],
               "reliability": {n: {"reliable": e.get("reliable"), "reasons": e.get("reasons")}
@@ -141,7 +141,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(artifact.to_jsonable(summary_json(result))))
         return 0
-    print(f"backtest of {len(done)} runs (one per (N, D) cell) from {prepared.meta['source']}; params: {kind}")
+    n_curve = len(derived[kind]) if derived else 0
+    print(f"backtest of {len(done)} runs (one per (N, D) cell) from {prepared.meta['source']}; params: {kind}"
+          + (f"; the L(N, D) laws also train on {n_curve} points derived from curves" if n_curve else ""))
     print("\n".join(format_backtests(result)))
     table_lines = backtest_table(result["backtests"], result["selection"], result["params_kinds"])
     print("\n".join(table_lines[1:]))  # the summary table without its header sentence

@@ -14,8 +14,10 @@ instead of failing. No I/O here: artifact.py writes the report, plots.py draws i
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from scaling_cli import __version__
 from scaling_cli.fit import FIT_SCHEMA, approaches, curve_fit, curve_points, downstream, hyperparams, loss_laws, parametric
@@ -116,9 +118,24 @@ def best_per_cell(done):
     return best.drop(columns=[c for c in best.columns if c.startswith("_")]).reset_index(drop=True), len(done) - len(best)
 
 
-def fit_all(prepared: Prepared, options: FitOptions | None = None) -> dict:
-    """Fit every law to a prepared input; returns the JSON-ready report."""
-    options = options or FitOptions()
+@dataclass
+class LossLawInputs:
+    """What the loss laws are fitted on: one final point per (N, D) cell, the derived curve points
+    per accounting, and the accounting in use (after --params-kind auto chose one)."""
+
+    prepared: Prepared
+    all_done: pd.DataFrame
+    done: pd.DataFrame
+    kind: str
+    derived: dict | None
+    curve_info: dict | None
+    by_kind: dict | None
+
+
+def loss_law_inputs(prepared: Prepared, options: FitOptions) -> LossLawInputs:
+    """Finished runs, one per cell (best_per_cell), plus annealed-equivalent points from whole curves
+    (fit/curve_points.py) in both accountings, so `--params-kind auto` and every backtest see the
+    points the laws are fitted on; `fit` and `backtest` both start here."""
     runs = prepared.runs
     all_done = runs[~runs["diverged"] & np.isfinite(runs["loss"])].reset_index(drop=True)
     done, n_merged = best_per_cell(all_done)
@@ -127,8 +144,6 @@ def fit_all(prepared: Prepared, options: FitOptions | None = None) -> dict:
         prepared.meta["notes"].append(
             f"loss laws use one run per (N, D) cell ({len(done)} of {len(all_done)}): seeds averaged, "
             "then the best LR / batch size / schedule; the LR and batch-size fits use every run")
-    # Annealed-equivalent points from whole curves (fit/curve_points.py), in both accountings, so
-    # `--params-kind auto` and every backtest see the points the laws are fitted on.
     kind = "nonembed" if prepared.meta.get("params_kind") == "nonembed" else "total"
     derived, curve_info = None, None
     if options.curve_points:
@@ -140,6 +155,16 @@ def fit_all(prepared: Prepared, options: FitOptions | None = None) -> dict:
         runs = prepared.runs
         all_done = runs[~runs["diverged"] & np.isfinite(runs["loss"])].reset_index(drop=True)
         kind = prepared.meta["params_kind"]
+    return LossLawInputs(prepared, all_done, done, kind, derived, curve_info, by_kind)
+
+
+def fit_all(prepared: Prepared, options: FitOptions | None = None) -> dict:
+    """Fit every law to a prepared input; returns the JSON-ready report."""
+    options = options or FitOptions()
+    inputs = loss_law_inputs(prepared, options)
+    prepared, all_done, done, kind = inputs.prepared, inputs.all_done, inputs.done, inputs.kind
+    derived, curve_info, by_kind = inputs.derived, inputs.curve_info, inputs.by_kind
+    runs = prepared.runs
     n, d, c, loss = (done[k].to_numpy(dtype=float) for k in ("params", "tokens", "flops", "loss"))
     # Loss laws (fit/loss_laws.py): the L(N, D) family and compute_only, reliability flags,
     # backtests on the largest size and the largest compute, selection by backtest.
