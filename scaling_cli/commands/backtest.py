@@ -22,7 +22,8 @@ import json
 import sys
 import time
 
-from scaling_cli.commands.fit import add_input_arguments, backtest_table, column_spec, default_outdir
+from scaling_cli.commands.fit import (add_fitting_arguments, add_input_arguments, backtest_table, column_spec,
+                                      default_outdir)
 
 
 def register(subparsers) -> None:
@@ -38,15 +39,8 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--outdir", default=None,
                    help="output folder (default: <store>/_backtest, or <table stem>_backtest/ beside the table)")
     add_input_arguments(p)
-    fit = p.add_argument_group("fitting")
-    fit.add_argument("--n-boot", type=int, default=100,
-                     help="bootstrap resamples per refit, for the interval coverage (default: 100; 0: errors only)")
-    fit.add_argument("--grid-size", type=int, default=4, help="initial values per parameter (default: 4)")
-    fit.add_argument("--level", type=float, default=0.9, help="two-sided interval level (default: 0.9)")
-    fit.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
-    fit.add_argument("--curve-points", action=argparse.BooleanOptionalAction, default=True,
-                     help="train the L(N,D) laws on final losses plus points derived from each run's curve, as "
-                          "`fit` does (default: on); a held-out run's derived points are held out with it")
+    fit = add_fitting_arguments(p, n_boot=100, n_boot_help="bootstrap resamples per refit, for the interval "
+                                                            "coverage (default: 100; 0: errors only)")
     fit.add_argument("--no-plots", action="store_true", help="write backtest.json only")
     fit.add_argument("--json", action="store_true", help="print the per-law errors as one JSON object")
     p.set_defaults(func=run)

@@ -50,18 +50,25 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--outdir", default=None,
                    help="output folder (default: <store>/_fit, or <table stem>_fit/ beside the table)")
     add_input_arguments(p)
+    fit = add_fitting_arguments(p, n_boot=200, n_boot_help="bootstrap resamples over runs (default: 200; 0: no intervals)")
+    fit.add_argument("--curve-groups", type=int, default=8, help="most model sizes given curve-law fits (default: 8)")
+    fit.add_argument("--no-plots", action="store_true", help="write fit.json only")
+    p.set_defaults(func=run)
+
+
+def add_fitting_arguments(p, n_boot: int, n_boot_help: str) -> argparse._ArgumentGroup:
+    """The fitting flags `fit` and `backtest` share; returns the group for command-specific ones."""
     fit = p.add_argument_group("fitting")
-    fit.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples over runs (default: 200; 0: no intervals)")
+    fit.add_argument("--n-boot", type=int, default=n_boot, help=n_boot_help)
     fit.add_argument("--grid-size", type=int, default=4, help="initial values per parameter: 4 gives 4^5 = 1024 starts (default: 4)")
     fit.add_argument("--level", type=float, default=0.9, help="two-sided interval level (default: 0.9)")
     fit.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
-    fit.add_argument("--curve-groups", type=int, default=8, help="most model sizes given curve-law fits (default: 8)")
     fit.add_argument("--curve-points", action=argparse.BooleanOptionalAction, default=True,
-                     help="fit L(N,D) on final losses plus annealed-equivalent points derived from each run's curve "
-                          "(Tissue curve law per size; fit.json laws.curve_points lists them and backtests both ways; "
-                          "default: on, it lowered the held-out error on the shipped CPU sweeps)")
-    fit.add_argument("--no-plots", action="store_true", help="write fit.json only")
-    p.set_defaults(func=run)
+                     help="fit the L(N,D) laws on final losses plus annealed-equivalent points derived from each run's "
+                          "curve (Tissue curve law per size; a held-out run's points are held out with it; fit.json "
+                          "laws.curve_points compares both ways; default: on, it lowered the held-out error on the "
+                          "shipped CPU sweeps)")
+    return fit
 
 
 def add_input_arguments(p) -> None:
