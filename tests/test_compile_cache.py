@@ -7,7 +7,9 @@ so this is where a worker or the next sweep looks. The GPU test compiles one pac
 and backward, CUDA) with inductor in one process and again in a second process, and reads
 inductor's counters there: FX-graph cache hits and no misses. On a CPU the same two-process check
 works but costs 1-3 minutes of inductor's C++ builds on 2 cores, too slow for the suite, so it
-runs where the cache matters most, on CUDA (benchmarks/gpu_check.sh runs `pytest -m gpu`).
+runs where the cache matters most, on CUDA (benchmarks/gpu_check.sh runs `pytest -m gpu`). On a
+CPU, the same two-process check runs on a one-line graph (~20 s): a second process that compiles
+it after `configure_cache` finds the first one's artifact in the project cache.
 """
 
 from __future__ import annotations
@@ -47,6 +49,18 @@ print(json.dumps(dict(counters["inductor"])))
 """
 
 
+# A one-line graph compiled by inductor on the CPU after configure_cache; prints inductor's counters.
+_COMPILE_TINY = """
+import json, torch
+from torch._dynamo.utils import counters
+from scaling_cli.train.compiled import configure_cache
+configure_cache()
+f = torch.compile(lambda x: torch.nn.functional.gelu(x) * 2 + 1)
+f(torch.randn(8, 16))
+print(json.dumps(dict(counters["inductor"])))
+"""
+
+
 def _run(code: str, cache: Path, **env: str) -> dict:
     clean = {k: v for k, v in os.environ.items() if k not in _ENV_KEYS}
     clean.update(SCALING_CLI_CACHE=str(cache), TORCHINDUCTOR_COMPILE_THREADS="1", OMP_NUM_THREADS="1", **env)
@@ -73,6 +87,14 @@ def test_compile_caches_live_under_the_project_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))  # a user's own setting wins
     configure_cache()
     assert Path(cache_dir()) == tmp_path / "mine"
+
+
+def test_a_second_cpu_process_reuses_the_compiled_graph(tmp_path):
+    first = _run(_COMPILE_TINY, tmp_path)
+    assert first.get("fxgraph_cache_miss", 0) == 1 and not first.get("fxgraph_cache_hit")
+    assert any((tmp_path / "compile" / "inductor").rglob("*.py"))  # the artifact is in the project cache
+    second = _run(_COMPILE_TINY, tmp_path)
+    assert second.get("fxgraph_cache_hit", 0) == 1 and not second.get("fxgraph_cache_miss")
 
 
 @pytest.mark.gpu
