@@ -29,7 +29,7 @@ def test_override_of_one_zipped_key_fails_naming_the_group_and_the_fix(capsys, t
     assert "runs ->" not in out  # nothing was planned
     # ...and the fix it names works: without the group, the override holds in every run
     code, out, err = dry_run(capsys, tmp_path, "model.d_model=256", "sweep.zip=[]")
-    assert code == 0 and "sweep 'tiny': 2 runs" in out and err == []
+    assert code == 0 and "sweep 'tiny': 5 runs" in out and err == []  # one stable run + its 4 decays
     assert {s.config["model"]["d_model"] for s in expand(compose(["model.d_model=256", "sweep.zip=[]"]))} == {256}
 
 
@@ -46,12 +46,14 @@ def test_override_of_a_grid_axis_replaces_it_and_says_so(capsys, tmp_path):
 
 
 def test_overriding_every_key_of_a_zip_group_replaces_the_group(capsys, tmp_path):
-    code, out, err = dry_run(capsys, tmp_path, "model.d_model=128", "model.n_layer=2", "model.n_head=4")
-    assert code == 0 and "sweep 'tiny': 2 runs" in out  # one shape x the 2 token budgets
+    # the default zips shape, learning rate and token budget per size
+    group = ["model.d_model=128", "model.n_layer=2", "model.n_head=4", "optim.lr=1e-3", "train.tokens=1e6"]
+    code, out, err = dry_run(capsys, tmp_path, *group)
+    assert code == 0 and "sweep 'tiny': 5 runs" in out  # one shape: its stable run and 4 decays
     assert len(err) == 1 and "replace the zipped axis sweep.zip[0]" in err[0]
-    shapes = {(s.config["model"]["d_model"], s.config["model"]["n_layer"], s.config["model"]["n_head"])
-              for s in expand(compose(["model.d_model=128", "model.n_layer=2", "model.n_head=4"]))}
-    assert shapes == {(128, 2, 4)}
+    shapes = {(s.config["model"]["d_model"], s.config["model"]["n_layer"], s.config["model"]["n_head"],
+               s.config["optim"]["lr"]) for s in expand(compose(group))}
+    assert shapes == {(128, 2, 4, 1e-3)}
 
 
 def test_a_key_set_twice_keeps_the_last_and_says_so(capsys, tmp_path):
@@ -103,5 +105,5 @@ def test_override_of_a_key_the_budget_planner_sets_fails(capsys, tmp_path, plann
 
 
 def test_overrides_of_keys_the_sweep_does_not_vary_are_silent(capsys, tmp_path):
-    code, out, err = dry_run(capsys, tmp_path, "optim.lr=1e-3", "model=tiny", "train.batch_size=8")
-    assert code == 0 and "sweep 'tiny': 8 runs" in out and err == []
+    code, out, err = dry_run(capsys, tmp_path, "optim.weight_decay=0.05", "model=tiny", "train.batch_size=8")
+    assert code == 0 and "sweep 'tiny': 20 runs" in out and err == []
