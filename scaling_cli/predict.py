@@ -279,7 +279,9 @@ def format_prediction(r: dict) -> str:
             lines.append(f"{label:<10} {r[f'{name}_opt']:.3g}{iv(r[f'{name}_opt_interval'], 3)} ({r[f'{name}_opt_form']} fit); "
                          f"Step Law {ref['step_law'][name]:.3g}, DeepSeek {ref['deepseek'][name]:.3g}")
     for col, got in r.get("downstream", {}).items():
-        if got.get("value") is None:
+        if got.get("status") == "unreliable":  # the loss-law style: "withheld: <law> is flagged unreliable: ..."
+            lines.append(f"{col:<10} withheld: {got.get('reason')}")
+        elif got.get("value") is None:
             lines.append(f"{col:<10} no prediction ({got.get('status')}: {got.get('reason')})")
         else:
             how = got.get("stages") or got.get("form", "")

@@ -233,7 +233,8 @@ def summarize_stability(block: dict) -> list[str]:
 
 
 def summarize_downstream(block: dict) -> list[str]:
-    """One line per downstream metric: its law and parameters, or why it was not fitted."""
+    """One line per downstream metric: its law and parameters, or why it was not fitted; a metric
+    with a fit flagged unreliable (fit/downstream_reliability.py) says UNRELIABLE, with the reasons."""
     lines = []
     for col, e in (block.get("metrics") or {}).items():
         if e.get("status") != "ok":
@@ -245,7 +246,11 @@ def summarize_downstream(block: dict) -> list[str]:
             at = f"N≈{f['model_params']:.3g}: " if e.get("driver") != "loss" else ""
             parts.append(at + ", ".join(f"{k}={v:.4g}{_fmt_interval(f['intervals'][k])}" for k, v in f["params"].items()
                                         if isinstance(v, float)))
-        lines.append(f"  {col:<15} ok  {e['form']}: " + "; ".join(parts))
+        flag = "ok" if e.get("reliable", True) else "UNRELIABLE"
+        lines.append(f"  {col:<15} {flag}  {e['form']}: " + "; ".join(parts))
+        for f in fits:  # every flagged fit, also those past the three shown
+            at = f"N≈{f['model_params']:.3g}: " if e.get("driver") != "loss" else ""
+            lines += [f"  {'':<15}   ! {at}{why}" for why in f.get("reasons", [])]
     return lines
 
 

@@ -38,7 +38,7 @@ import re
 import numpy as np
 from numpy.typing import ArrayLike
 
-from scaling_cli.fit import laws, robust
+from scaling_cli.fit import downstream_reliability, laws, robust
 from scaling_cli.fit.bootstrap import FitOptions, cluster_weights, finite_interval, percentile_interval
 from scaling_cli.fit.grouping import DEFAULT_REL_TOL, cluster_log, group_centers, nearest_group
 
@@ -252,22 +252,31 @@ def _residuals(y: np.ndarray, pred: np.ndarray) -> dict:
 
 
 def _report(law, point: np.ndarray, samples: np.ndarray, options: FitOptions, residuals: dict, n_points: int,
-            **data_range: list[float]) -> dict:
-    """A fitted law's entry in fit.json: point estimate, bootstrap intervals and samples, fit quality."""
+            **data_range) -> dict:
+    """A fitted law's entry in fit.json: point estimate, bootstrap intervals and samples, fit quality,
+    and what the reliability check reads (observed ranges, the optimiser's box, bootstrap counts)."""
     params, intervals = _summary(law.param_names, point, samples, options.level)
     return {"law": law.name, "form": law.form, "reference": law.reference, "inputs": list(law.inputs),
             "param_names": list(law.param_names), "params": params, "intervals": intervals,
             "samples": samples.tolist(), "residuals": residuals, "n_points": int(n_points), **data_range}
 
 
+def _boot_counts(boot: np.ndarray, too_few: np.ndarray) -> dict:
+    """How many refits ran and failed; resamples of too few runs are not refits (the reliability
+    check counts failures among the others)."""
+    failed = ~np.isfinite(boot).all(axis=1) & ~too_few
+    return {"n_boot": int(len(boot)), "n_boot_too_few_runs": int(too_few.sum()), "n_boot_failed": int(failed.sum())}
+
+
 def _bootstrap_lm(fun, theta: np.ndarray, n: int, lo: np.ndarray, hi: np.ndarray, options: FitOptions,
-                  seed: int) -> np.ndarray:
-    """Refits from `theta` on `options.n_boot` resamples of the n runs (rows of parameters); NaN rows
-    for resamples of fewer than MIN_DISTINCT runs, which fit anything."""
+                  seed: int) -> tuple[np.ndarray, dict]:
+    """Refits from `theta` on `options.n_boot` resamples of the n runs (rows of parameters) and their
+    counts; NaN rows for resamples of fewer than MIN_DISTINCT runs, which fit anything."""
     weights = cluster_weights(np.arange(n), options.n_boot, options.rng(seed))
     boot, _ = _multi_fit(fun, theta, n, weights, lo, hi)
-    boot[(weights > 0).sum(axis=1) < MIN_DISTINCT] = np.nan
-    return boot
+    too_few = (weights > 0).sum(axis=1) < MIN_DISTINCT
+    boot[too_few] = np.nan
+    return boot, _boot_counts(boot, too_few)
 
 
 def _lm(fun, theta0: np.ndarray, weights: np.ndarray, lo: np.ndarray, hi: np.ndarray,
@@ -378,12 +387,16 @@ def fit_error_of_loss(loss: ArrayLike, err: ArrayLike, options: FitOptions | Non
     if not np.isfinite(cost[0]):
         raise FloatingPointError("every start failed")
     to_nat = lambda t: np.column_stack([t[:, 0], np.exp(t[:, 1] + np.exp(t[:, 2]) * lc), np.exp(t[:, 2])])
-    samples = np.empty((0, 3))
+    samples, boot = np.empty((0, 3)), {}
     if options.n_boot:
-        samples = to_nat(_bootstrap_lm(fun, theta, len(z), _ERR_LO, _ERR_HI, options, 5000 + salt))
+        samples, boot = _bootstrap_lm(fun, theta, len(z), _ERR_LO, _ERR_HI, options, 5000 + salt)
+        samples = to_nat(samples)
     point = to_nat(theta)[0]
+    # The optimiser's box in natural units: gamma, and the amplitude at the mean loss it optimises.
+    bounds = {"gamma": np.exp([_ERR_LO[2], _ERR_HI[2]]).tolist(), "k_at_mean_loss": np.exp([_ERR_LO[1], _ERR_HI[1]]).tolist()}
     return _report(law, point, samples, options, _residuals(err, error_of_loss(loss, *point)), len(loss),
-                   loss_range=[float(loss.min()), float(loss.max())])
+                   loss_range=[float(loss.min()), float(loss.max())], value_range=[float(err.min()), float(err.max())],
+                   loss_center=lc, bounds=bounds, bootstrap=boot)
 
 
 # BLEU(D_p): theta = (a = log A, alpha, beta); for fixed beta, BLEU^(1/beta) = a + alpha log D_p is
@@ -426,14 +439,16 @@ def fit_bleu_tokens(tokens: ArrayLike, bleu: ArrayLike, options: FitOptions | No
         raise FloatingPointError("every start failed")
     with np.errstate(over="ignore"):
         to_nat = lambda t: np.column_stack([np.exp(t[:, 0]), t[:, 1], t[:, 2]])
-    samples = np.empty((0, 3))
+    samples, counts = np.empty((0, 3)), {}
     if options.n_boot:
-        boot = _bootstrap_lm(fun, theta, len(x), _BLEU_LO, _BLEU_HI, options, 6000 + salt)
+        boot, counts = _bootstrap_lm(fun, theta, len(x), _BLEU_LO, _BLEU_HI, options, 6000 + salt)
         with np.errstate(over="ignore"):
             samples = to_nat(boot)
     point = to_nat(theta)[0]
+    bounds = {n: [float(_BLEU_LO[i]), float(_BLEU_HI[i])] for i, n in ((1, "alpha"), (2, "beta"))}
     return _report(law, point, samples, options, _residuals(y, bleu_tokens(d, *point)), len(y),
-                   tokens_range=[float(d.min()), float(d.max())])
+                   tokens_range=[float(d.min()), float(d.max())], value_range=[float(y.min()), float(y.max())],
+                   bounds=bounds, bootstrap=counts)
 
 
 def fit_downstream_ce(tokens: ArrayLike, ce: ArrayLike, options: FitOptions | None = None, salt: int = 0) -> dict:
@@ -448,13 +463,15 @@ def fit_downstream_ce(tokens: ArrayLike, ce: ArrayLike, options: FitOptions | No
     fit = robust.fit_lse(x, np.log(y), robust.lse_grid(x, np.log(y)))
     to_params = lambda t: np.stack([np.exp(np.atleast_2d(t)[:, 2]), np.exp(np.atleast_2d(t)[:, 0]),
                                     np.atleast_2d(t)[:, 1]], axis=1)
-    samples = np.empty((0, 3))
+    samples, counts = np.empty((0, 3)), {}
     if options.n_boot:
         weights = cluster_weights(np.arange(len(y)), options.n_boot, options.rng(7000 + salt))
         samples = to_params(robust.refit_many(fit.optima[: options.boot_starts], x, np.log(y), weights))
+        counts = _boot_counts(samples, np.zeros(len(samples), dtype=bool))  # the Huber fit takes any resample
     point = to_params(fit.theta)[0]
     return _report(law, point, samples, options, _residuals(y, downstream_ce(d, *point)), len(y),
-                   tokens_range=[float(d.min()), float(d.max())])
+                   tokens_range=[float(d.min()), float(d.max())], value_range=[float(y.min()), float(y.max())],
+                   bounds={"alpha": list(robust.EXPONENT_BOUNDS)}, bootstrap=counts)
 
 
 _FITTERS = {"error_of_loss": fit_error_of_loss, "bleu_tokens": fit_bleu_tokens, "downstream_ce": fit_downstream_ce}
@@ -483,7 +500,9 @@ def fit_metric(column: str, kind: str, runs, options: FitOptions, chance: float 
             fitted = fit_error_of_loss(loss, err, options, salt)
         except (FloatingPointError, ValueError, np.linalg.LinAlgError) as exc:
             return entry | {"status": "failed", "reason": f"fit failed: {exc}"}
-        return entry | fitted | {"fits": "error = 1 - accuracy" if kind == "acc" else "error"}
+        entry |= fitted | {"fits": "error = 1 - accuracy" if kind == "acc" else "error"}
+        entry["reliable"], entry["reasons"] = downstream_reliability.assess(entry)
+        return entry
     params = np.asarray(runs["params"], dtype=float)
     tokens = np.asarray(runs["tokens"], dtype=float)
     ok = np.isfinite(y_all) & np.isfinite(tokens) & np.isfinite(params)
@@ -501,6 +520,7 @@ def fit_metric(column: str, kind: str, runs, options: FitOptions, chance: float 
         if verdict["supported"]:
             try:
                 item |= _FITTERS[law](d, y, options, salt + g)
+                item["reliable"], item["reasons"] = downstream_reliability.assess(item)
             except (FloatingPointError, ValueError, np.linalg.LinAlgError) as err:
                 item |= {"status": "failed", "reason": f"fit failed: {err}"}
             groups.append(item)
@@ -510,7 +530,8 @@ def fit_metric(column: str, kind: str, runs, options: FitOptions, chance: float 
                     "group_rel_tol": DEFAULT_REL_TOL}
     fitted = [g for g in groups if g["status"] == "ok"]
     if fitted:
-        return entry | {"status": "ok", "reason": f"fitted at {len(fitted)} model size(s)"}
+        return entry | {"status": "ok", "reason": f"fitted at {len(fitted)} model size(s)",
+                        "reliable": all(g["reliable"] for g in fitted)}
     statuses = [g["status"] for g in skipped + groups]
     status = "not supported" if "not supported" in statuses else "not enough data"
     every = skipped + groups
@@ -540,9 +561,17 @@ def _samples(entry: dict) -> np.ndarray:
     return s[np.isfinite(s).all(axis=1)] if s.ndim == 2 and len(s) else np.empty((0, 3))
 
 
+def _withheld(law, fitted: dict, where: str = "") -> dict:
+    """No value for a law flagged unreliable (downstream_reliability.py): a number from a degenerate
+    fit is a claim the fit cannot back."""
+    return {"status": "unreliable", "value": None, "interval": [None, None], "law": law.name, "form": law.form,
+            "reason": f"{law.form}{where} is flagged unreliable: " + "; ".join(fitted.get("reasons", []))}
+
+
 def predict_metric(entry: dict, params: float, tokens: float, loss: float | None,
                    loss_samples: np.ndarray | None, level: float) -> dict:
-    """A metric at the target with its interval; {"status": ..., "reason": ...} when it cannot."""
+    """A metric at the target with its interval; {"status": ..., "reason": ...} when it cannot,
+    status "unreliable" (value withheld) when the law that would answer is flagged unreliable."""
     kind = entry["kind"]
     if entry.get("status") != "ok":
         return {"status": entry.get("status"), "reason": entry.get("reason"), "value": None, "interval": [None, None]}
@@ -551,6 +580,8 @@ def predict_metric(entry: dict, params: float, tokens: float, loss: float | None
         if loss is None:
             return {"status": "no loss", "reason": "the fit has no loss law for stage 1", "value": None,
                     "interval": [None, None]}
+        if not entry.get("reliable", True):
+            return _withheld(law, entry)
         to_metric = lambda e: metric_of_error(kind, e)
         p = entry["params"]
         value = float(to_metric(error_of_loss(loss, p["eps"], p["k"], p["gamma"])))
@@ -573,6 +604,8 @@ def predict_metric(entry: dict, params: float, tokens: float, loss: float | None
         return {"status": "no matching size", "value": None, "interval": [None, None],
                 "reason": f"{law.form} is fitted per model size (N = {sizes}); none matches N = {params:.3g}"}
     g = entry["groups"][i]
+    if not g.get("reliable", True):
+        return _withheld(law, g, f" at N≈{g['model_params']:.3g}") | {"model_params": g["model_params"]}
     p = g["params"]
     value = float(law.func(tokens, *(p[n] for n in law.param_names)))
     s = _samples(g)
