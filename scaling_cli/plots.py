@@ -240,7 +240,7 @@ def plot_downstream_metric(report: dict, col: str, entry: dict, outdir: str) -> 
             color = next(colors)
             pts = g["points"]
             d, value, flops, loss = (np.asarray(pts[k], dtype=float) for k in ("tokens", "value", "flops", "loss"))
-            label = f"N≈{g['model_params']:.3g}"
+            label = f"N≈{g['model_params']:.3g}" + ("" if g.get("reliable", True) else ", UNRELIABLE")
             ax_l.scatter(loss, value, s=16, color=color, label=label)
             ax_c.scatter(flops, value, s=16, color=color, label=label)
             if g.get("status") != "ok":
@@ -262,7 +262,8 @@ def plot_downstream_metric(report: dict, col: str, entry: dict, outdir: str) -> 
         if all_flops:
             c_max = float(np.nanmax(all_flops))
             ax_c.axvspan(c_max, c_max * EXTRAPOLATE_FACTOR, color="orange", alpha=0.1, label="extrapolation")
-    title = f"{col}: {entry.get('form', '')}" if entry.get("status") == "ok" else \
+    flag = "" if entry.get("reliable", True) else " (UNRELIABLE: see fit.json reasons)"
+    title = f"{col}: {entry.get('form', '')}{flag}" if entry.get("status") == "ok" else \
         f"{col}: {entry.get('status')} - " + textwrap.shorten(str(entry.get("reason", "")), 110)
     fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=9)
     ax_l.set(xlabel="validation loss (nats/token)", ylabel=col, title="vs loss")

@@ -20,7 +20,9 @@ largest fitted C). No confident nonsense: a law flagged unreliable (fit/reliabil
 interval (`loss_ci`, `loss_pi` null) and no allocation (`compute_optimal.withheld` says why), nor
 does an allocation outside D/N 1..1000; `warnings` lists what not to trust. Downstream metrics the fit found support for (fit.json "downstream") get one key
 each, named after the metric column (e.g. next_verse_acc, with next_verse_acc_interval: the
-two-stage confidence interval compute -> loss -> metric); see scaling_cli.fit.downstream. numpy only.
+two-stage confidence interval compute -> loss -> metric); see scaling_cli.fit.downstream. A downstream
+law flagged unreliable (fit/downstream_reliability.py) gets no value: status "unreliable" and the reason.
+numpy only.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ Modules (each one job):
     hyperparams.py  optimal learning rate and batch size per cell, then power laws of the optima
     backtest.py     hold out the largest size / largest compute, refit every loss law, score it
     reliability.py  flags for degenerate fits (bounds, unidentified E, implausible allocation)
+    downstream_reliability.py  the same for the downstream laws (box bounds, unidentified parameters, E, eps)
     selection.py    the choice of loss law by backtest, and total vs non-embedding parameter counts
     loss_laws.py    every loss law on the final points: fit, flag, backtest, select
     grouping.py     grouping runs by compute, D/N or (N, D) up to rounding

@@ -13,7 +13,8 @@ the loss of any model to its top-1 error, so Err(L) is fitted on every run; with
 the fit (stage 1, compute -> loss) it predicts accuracy at any target (stage 2, loss -> metric).
 Intervals: percentile intervals of bootstrap refits over runs; the two-stage interval composes
 every stage-1 loss sample with every stage-2 parameter sample (the stages are fitted to different
-data, so their draws are independent).
+data, so their draws are independent). Every fitted law is checked for degenerate fits
+(downstream_reliability.py: `reliable`, `reasons`); `predict` withholds what a flagged law says.
 
 When the data do not support a law, no law is fitted and the metric says why (`support`):
 
