@@ -17,7 +17,9 @@ Flags (thresholds shared with reliability.py where the question is the same):
   the table prints is cut by the optimiser, not by the data: the parameter's extent (and every
   extrapolation that uses it) is unknown. We flag this rather than only a point at a bound
   because a law on 4-6 runs can have an interior point estimate on a ridge that the resampled
-  data leave at once (the tiny default's chrF law: alpha 0.019 with interval [1e-6, 0.033]);
+  data leave at once (the tiny default's chrF law: alpha 0.019 with interval [1e-6, 0.033]).
+  Checked on BLEU drawn from its own law (beta 1.5; 6 runs, noise 0.3 BLEU; 200 refits): 3 of 15
+  seeds flagged, each with a fitted beta 2-6x the truth (3.1, 4.8, 9.0), none of the 12 others;
 - downstream_ce: E collapsed to 0 (< E_COLLAPSED of the smallest observed CE) or not below the
   smallest observed CE; E's interval wider than E_UNIDENTIFIED of [0, smallest CE], or reaching
   0 (E = exp(e) has no box, but 0 is its bound: the same "not identified" as above); alpha
