@@ -2,6 +2,7 @@
 gives a run of the same schedule cut short, on the validation scale of its run; duplicates of real
 runs are dropped; `fit --curve-points` uses them and backtests both ways."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -105,18 +106,44 @@ def test_fit_cli_curve_points_flag(tmp_path, capsys):
     table["flops"] = 6 * table["params"] * table["tokens"]
     path = tmp_path / "curves.csv"
     table.to_csv(path, index=False)
-    assert main(["fit", str(path), "--n-boot", "10", "--grid-size", "2", "--no-plots",  # on by default
-                 "--curve-groups", "0"]) == 0
+    assert main(["fit", str(path), "--n-boot", "10", "--grid-size", "2", "--no-plots",  # forced on
+                 "--curve-groups", "0", "--curve-points"]) == 0
     assert "from curves" in capsys.readouterr().out
     report = json.loads((tmp_path / "curves_fit" / "fit.json").read_text())
     entry = report["laws"]["curve_points"]
-    assert entry["status"] == "ok" and entry["n_curve"] > 0
+    assert entry["status"] == "ok" and entry["n_curve"] > 0 and entry["used"] is True
+    assert entry["decision"].startswith("forced on")
     assert report["laws"]["chinchilla"]["points_used"] == {"final": entry["n_final"], "curve": entry["n_curve"]}
     assert report["options"]["curve_points"] is True
+    # by default the backtest decides, and fit.json says what it compared
+    assert main(["fit", str(path), "--n-boot", "0", "--grid-size", "2", "--no-plots", "--curve-groups", "0"]) == 0
+    report = json.loads((tmp_path / "curves_fit" / "fit.json").read_text())
+    entry = report["laws"]["curve_points"]
+    assert report["options"]["curve_points"] is None and set(entry["backtest"]["scores"]) == {"final", "final+curve"}
+    assert report["laws"]["chinchilla"]["points_used"]["curve"] == (entry["n_curve"] if entry["used"] else 0)
     assert main(["fit", str(path), "--no-curve-points", "--n-boot", "0", "--grid-size", "2", "--no-plots",
                  "--curve-groups", "0"]) == 0
     report = json.loads((tmp_path / "curves_fit" / "fit.json").read_text())
     assert "curve_points" not in report["laws"] and report["laws"]["chinchilla"]["points_used"]["curve"] == 0
+
+
+def test_curve_points_are_dropped_when_they_worsen_the_held_out_size():
+    done, curves = _runs(lengths=(400, 1600, 6400))
+    points, _ = curve_points.build_points(done, curves)
+    derived = curve_points.derived_points(points, done, "total")["total"]
+    options = FitOptions(n_boot=0, grid_size=2)
+    # the curve law recovers these curves (points within 0.4% of the truth): with them is no worse
+    good = curve_points.decide(done, derived, options)
+    errors = {k: v["mean_abs_rel_error"] for k, v in good["backtest"]["scores"].items()}
+    assert good["used"] is True and errors["final+curve"] <= errors["final"] + curve_points.DROP_MARGIN
+    # a curve law that misreads the curves: every derived point 6% high, more so for larger models
+    biased = dataclasses.replace(derived, loss=derived.loss * (1.0 + 0.06 * np.log10(derived.params / 1e5)))
+    bad = curve_points.decide(done, biased, options)
+    errors = {k: v["mean_abs_rel_error"] for k, v in bad["backtest"]["scores"].items()}
+    assert bad["used"] is False and errors["final+curve"] > errors["final"] + curve_points.DROP_MARGIN
+    assert f"{errors['final+curve']:.2%} with them vs {errors['final']:.2%} without" in bad["decision"]
+    # forced on, they are used whatever the comparison says
+    assert curve_points.decide(done, biased, FitOptions(n_boot=0, grid_size=2, curve_points=True))["used"] is True
 
 
 def test_backtest_cli_trains_on_the_curve_points_fit_uses(tmp_path, capsys):

@@ -63,11 +63,12 @@ def add_fitting_arguments(p, n_boot: int, n_boot_help: str) -> argparse._Argumen
     fit.add_argument("--grid-size", type=int, default=4, help="initial values per parameter: 4 gives 4^5 = 1024 starts (default: 4)")
     fit.add_argument("--level", type=float, default=0.9, help="two-sided interval level (default: 0.9)")
     fit.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
-    fit.add_argument("--curve-points", action=argparse.BooleanOptionalAction, default=True,
+    fit.add_argument("--curve-points", action=argparse.BooleanOptionalAction, default=None,
                      help="fit the L(N,D) laws on final losses plus annealed-equivalent points derived from each run's "
-                          "curve (Tissue curve law per size; a held-out run's points are held out with it; fit.json "
-                          "laws.curve_points compares both ways; default: on, it lowered the held-out error on the "
-                          "shipped CPU sweeps)")
+                          "curve (Tissue curve law per size; a held-out run's points are held out with it). Default: "
+                          "decided by backtest, used unless they worsen the held-out largest size's error (fit.json "
+                          "laws.curve_points: both errors and the decision); --curve-points forces them, "
+                          "--no-curve-points skips them")
     return fit
 
 
@@ -157,7 +158,8 @@ def summarize(report: dict, out_path: str, plots: list[str]) -> str:
         elif name == "curve_points":
             scores = entry["backtest"].get("scores", {})
             text = (f"{entry['n_curve']} curve points from {entry['n_runs_with_curves']} runs beside {entry['n_final']} final; "
-                    + ", ".join(f"held-out {k}: {v['mean_abs_rel_error']:.2%}" for k, v in scores.items() if "mean_abs_rel_error" in v))
+                    + ", ".join(f"held-out {k}: {v['mean_abs_rel_error']:.2%}" for k, v in scores.items() if "mean_abs_rel_error" in v)
+                    + ("" if entry.get("used", True) else f"; NOT USED: {entry['decision']}"))
         elif name == "curves":
             parts = []
             for g in entry["groups"][:3]:

@@ -104,11 +104,15 @@ class FitOptions:
     """Starts (best of the grid by initial objective) for the leave-largest-size-out refits."""
     curve_groups: int = 8
     """At most this many model sizes get schedule-aware curve fits (most schedules first)."""
-    curve_points: bool = True
+    curve_points: bool | None = None
     """Fit L(N, D) on final points plus annealed-equivalent points derived from whole curves
-    (fit/curve_points.py), and backtest both ways. On by default: holding out the largest size of
-    the shipped CPU sweeps, it cut L(N, D)'s error from 2.6-3.0% to 1.2-1.4% (tiny) and from
-    2.5-2.7% to 1.6-1.8% (multipliers_cpu). Inputs without curves are fitted on final points as before."""
+    (fit/curve_points.py). None (the default) decides by backtest: the points are used unless
+    L(N, D) fitted without the largest size predicts it worse with them than without, by more
+    than 0.25 percentage points (curve_points.decide). Holding out the largest size of the shipped CPU sweeps they cut the
+    error from 2.6-3.0% to 1.2-1.4% (tiny) and from 2.5-2.7% to 1.6-1.8% (multipliers_cpu); on a
+    byte-level sweep whose curves the curve law fits poorly (3.7-5.2% leave-one-curve-out) they
+    raised it from 0.21% to 2.42%. True forces them, False skips them. Inputs without curves are
+    fitted on final points."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.level < 1.0:

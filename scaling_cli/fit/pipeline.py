@@ -146,9 +146,14 @@ def loss_law_inputs(prepared: Prepared, options: FitOptions) -> LossLawInputs:
             "then the best LR / batch size / schedule; the LR and batch-size fits use every run")
     kind = "nonembed" if prepared.meta.get("params_kind") == "nonembed" else "total"
     derived, curve_info = None, None
-    if options.curve_points:
+    if options.curve_points is not False:
         points, curve_info = curve_points.build_points(done, prepared.curves)
         derived = curve_points.derived_points(points, done, kind) if curve_info["n_curve"] else None
+        if derived:
+            curve_info |= curve_points.decide(done, derived[kind], options)
+            if not curve_info["used"]:
+                derived = None
+                prepared.meta["notes"].append(f"curve points not used: {curve_info['decision']}")
     by_kind = None
     if prepared.meta.get("params_kind") == "auto":
         prepared, done, by_kind = loss_laws.resolve_auto_kind(prepared, done, options, derived)
@@ -170,13 +175,12 @@ def fit_all(prepared: Prepared, options: FitOptions | None = None) -> dict:
     # backtests on the largest size and the largest compute, selection by backtest.
     block = loss_laws.fit_loss_laws(done, options, prepared.meta.get("params_kind", "total"), by_kind, derived)
     entries: dict[str, dict] = dict(block["entries"])
-    if derived:
+    if curve_info and "backtest" in curve_info:
         entries["curve_points"] = {"law": "curve_points", "status": "ok", **curve_info,
-                                   "backtest": curve_points.compare(done, derived[kind], options),
                                    "rule": f"Tissue law per size and peak lr; final loss of the run's schedule compressed "
                                            f"to {', '.join(f'{f:g}' for f in curve_info['fractions'])} of its steps, scaled "
                                            f"by the run's validation/train ratio; weight {curve_info['curve_weight']:g}; "
-                                           "used by every L(N, D) law and its backtests"}
+                                           "when used, used by every L(N, D) law and its backtests"}
     *points, source = _approach1_points(prepared, all_done if prepared.evals is not None or prepared.curves is not None else done)
     entries["approach1"] = approaches.approach1(*points, options=options) | {"points": source}
     entries["approach2"] = approaches.approach2(c, n, d, loss, options)
