@@ -45,13 +45,13 @@ def test_compose_defaults_pick_the_cpu_groups_and_the_tiny_sweep():
     assert cfg.train.tokens == 5e5 and cfg.train.steps is None
     assert cfg.optim.lr == 3e-3
     assert cfg.store.root == "runs"
-    # sweeps/tiny.yaml is the default sweep: 4 zipped sizes, each a WSD family of 4 token budgets,
-    # and it sets the schedule (wsd, 25 warmup steps), the vocabulary and untied embeddings
+    # sweeps/tiny.yaml is the default sweep: 6 zipped sizes, each a WSD family of 4 token budgets,
+    # and it sets the schedule (wsd, 25 warmup steps), the byte-level vocabulary and untied embeddings
     assert cfg.sweep.name == "tiny"
     assert (cfg.schedule.name, cfg.schedule.warmup, cfg.schedule.min_lr_ratio) == ("wsd", 25, 0.0)
-    assert (cfg.model.vocab_size, cfg.model.tied_embeddings, cfg.train.batch_size) == (512, False, 8)
+    assert (cfg.model.vocab_size, cfg.model.tied_embeddings, cfg.train.batch_size) == (259, False, 8)
     assert list(cfg.sweep.wsd_branches) == [0.25, 0.5, 0.75, 1.0] and len(cfg.sweep.grid) == 0
-    assert list(cfg.sweep.zip[0]["model.d_model"]) == [24, 32, 48, 64]
+    assert list(cfg.sweep.zip[0]["model.d_model"]) == [16, 24, 32, 48, 64, 96]
     validate(cfg)  # the shipped default is valid
 
 
@@ -150,7 +150,7 @@ def test_sweep_grid_override_adds_an_axis_to_the_sweep():
     cfg = compose(["sweep.grid={train.seed:[0,1]}"])
     assert OmegaConf.to_container(cfg.sweep.grid) == {"train.seed": [0, 1]}
     specs = expand(cfg)
-    assert len(specs) == 40  # tiny's 20 runs (4 stable + 16 branches) x 2 seeds
+    assert len(specs) == 60  # tiny's 30 runs (6 stable + 24 branches) x 2 seeds
     assert sorted({s.config["train"]["seed"] for s in specs}) == [0, 1]
 
 

@@ -56,7 +56,7 @@ def test_with_cuda_and_no_sweep_named_the_gpu_default_is_planned(cuda, capsys, t
 def test_without_cuda_the_cpu_default_stays_tiny(cuda, capsys, tmp_path):
     cuda(False)
     out = dry_run(capsys, f"store.root={tmp_path}")
-    assert "GPU default" not in out and "sweep 'tiny': 20 runs" in out
+    assert "GPU default" not in out and "sweep 'tiny': 30 runs" in out
 
 
 @pytest.mark.parametrize("named", ["sweep=tiny", "+sweep=lr_batch"])

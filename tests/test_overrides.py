@@ -106,4 +106,4 @@ def test_override_of_a_key_the_budget_planner_sets_fails(capsys, tmp_path, plann
 
 def test_overrides_of_keys_the_sweep_does_not_vary_are_silent(capsys, tmp_path):
     code, out, err = dry_run(capsys, tmp_path, "optim.weight_decay=0.05", "model=tiny", "train.batch_size=8")
-    assert code == 0 and "sweep 'tiny': 20 runs" in out and err == []
+    assert code == 0 and "sweep 'tiny': 30 runs" in out and err == []
