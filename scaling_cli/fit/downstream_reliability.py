@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scaling_cli.fit.reliability import BOUND_MARGIN, E_COLLAPSED, E_UNIDENTIFIED, MAX_BOOT_FAILED
+from scaling_cli.fit.reliability import BOUND_MARGIN, E_COLLAPSED, E_UNIDENTIFIED, MAX_BOOT_FAILED, floor_reasons
 
 # The lower tail of a 90% percentile interval: this share of refits at a bound puts an interval
 # endpoint on the box.
@@ -107,16 +107,9 @@ def _bounded(fitted: dict) -> dict[str, tuple[float, np.ndarray, float, float]]:
 def _ce_reasons(fitted: dict) -> list[str]:
     E, alpha = fitted["params"]["E"], fitted["params"]["alpha"]
     smallest = fitted["value_range"][0]
-    out = []
-    if E < E_COLLAPSED * smallest:
-        out.append(f"E = {E:.3g} has collapsed to 0 (< {E_COLLAPSED:.1%} of the smallest observed CE {smallest:.3g})")
-    elif E >= smallest:
-        out.append(f"E = {E:.4g} is not below the smallest observed CE {smallest:.4g}")
     lo, hi = fitted["intervals"]["E"]
-    if lo is not None and hi - lo > E_UNIDENTIFIED * smallest:
-        out.append(f"E is not identified by the data: {lo:.3g}..{hi:.3g} spans {(hi - lo) / smallest:.0%} "
-                   "of [0, smallest observed CE]")
-    elif lo is not None and lo < E_COLLAPSED * smallest and E >= E_COLLAPSED * smallest:
+    out = floor_reasons(E, [lo, hi], smallest, fixed=False, quantity="CE")
+    if lo is not None and hi - lo <= E_UNIDENTIFIED * smallest and lo < E_COLLAPSED * smallest <= E:
         out.append(f"E is not identified: its interval {lo:.3g}..{hi:.3g} reaches 0 (< {E_COLLAPSED:.1%} of the "
                    "smallest observed CE), so the data are consistent with no floor at all")
     if not CE_EXPONENT_RANGE[0] <= alpha <= CE_EXPONENT_RANGE[1] and not _at_bound(alpha, *fitted["bounds"]["alpha"]):

@@ -150,7 +150,8 @@ def loss_law_inputs(prepared: Prepared, options: FitOptions) -> LossLawInputs:
         points, curve_info = curve_points.build_points(done, prepared.curves)
         derived = curve_points.derived_points(points, done, kind) if curve_info["n_curve"] else None
         if derived:
-            curve_info |= curve_points.decide(done, derived[kind], options)
+            # decided in the accounting given; `--params-kind auto` resolves after, with these points
+            curve_info |= curve_points.decide(done, derived[kind], options) | {"params_kind": kind}
             if not curve_info["used"]:
                 derived = None
                 prepared.meta["notes"].append(f"curve points not used: {curve_info['decision']}")

@@ -47,16 +47,18 @@ def _exponent_reasons(name: str, value: float, sane: tuple[float, float]) -> lis
     return []
 
 
-def _e_reasons(E: float, interval, min_loss: float, fixed: bool) -> list[str]:
+def floor_reasons(E: float, interval, min_loss: float, fixed: bool, quantity: str = "loss") -> list[str]:
+    """Flags of an irreducible floor E (point and interval) against the smallest observed value of
+    the `quantity` it bounds: the loss laws' E here, downstream CE(D_p)'s in downstream_reliability."""
     out = []
     if E < E_COLLAPSED * min_loss:
-        out.append(f"E = {E:.3g} has collapsed to 0 (< {E_COLLAPSED:.1%} of the smallest loss {min_loss:.3g})")
+        out.append(f"E = {E:.3g} has collapsed to 0 (< {E_COLLAPSED:.1%} of the smallest {quantity} {min_loss:.3g})")
     elif E >= min_loss:
-        out.append(f"E = {E:.4g} is not below the smallest observed loss {min_loss:.4g}")
+        out.append(f"E = {E:.4g} is not below the smallest observed {quantity} {min_loss:.4g}")
     if interval and interval[0] is not None and interval[1] - interval[0] > E_UNIDENTIFIED * min_loss:
         what = "its held-out profile" if fixed else "the data"
         out.append(f"E is not identified by {what}: {interval[0]:.3g}..{interval[1]:.3g} spans "
-                   f"{(interval[1] - interval[0]) / min_loss:.0%} of [0, smallest loss]")
+                   f"{(interval[1] - interval[0]) / min_loss:.0%} of [0, smallest {quantity}]")
     return out
 
 
@@ -83,7 +85,7 @@ def assess(entry: dict, min_loss: float, max_flops: float) -> tuple[bool, list[s
         for g in entry["groups"]:
             at = f" (D/N ≈ {g['M']:.3g})"
             reasons += [r + at for r in _exponent_reasons("alpha", g["params"]["alpha"], COMPUTE_EXPONENT_RANGE)]
-            reasons += [r + at for r in _e_reasons(g["params"]["E"], g["intervals"]["E"], min_loss, False)]
+            reasons += [r + at for r in floor_reasons(g["params"]["E"], g["intervals"]["E"], min_loss, False)]
         return not reasons, reasons
     chin = family.entry_chinchilla(entry)
     E, _, _, alpha, beta = chin
@@ -91,7 +93,7 @@ def assess(entry: dict, min_loss: float, max_flops: float) -> tuple[bool, list[s
     for label, value in exps:
         shown = "2*eta" if label == "eta" else label
         reasons += _exponent_reasons(shown, value, EXPONENT_RANGE)
-    reasons += _e_reasons(E, entry["intervals"].get("E"), min_loss, name in family.FIXED_E)
+    reasons += floor_reasons(E, entry["intervals"].get("E"), min_loss, name in family.FIXED_E)
     prof = entry.get("e_profile")
     if prof and not 0.02 < prof["E_over_min_loss"] < 0.98:
         reasons.append(f"the E profile chose the edge of its grid (E = {prof['E_over_min_loss']:.0%} of the smallest loss)")
