@@ -184,7 +184,7 @@ def _wsd_family(run_cfg: DictConfig, point: dict[str, Any]) -> list[RunSpec]:
     starts from the stable run's checkpoint where its decay begins. Warmup becomes a step
     count shared by the family, so every member's stable phase is the same."""
     from scaling_cli.config import ScheduleConfig
-    from scaling_cli.train.schedule import decay_start, length_in_steps
+    from scaling_cli.schedule import decay_start, length_in_steps
 
     sweep = run_cfg.sweep
     batch_tokens = run_cfg.train.batch_size * run_cfg.model.seq_len

@@ -11,8 +11,8 @@ A SPEC is NAME:STEPS[:DECAY][:key=value ...]:
     constant:72000               constant after warmup
     keys: warmup=W (fraction of steps if < 1, else steps; default 0.05), lr=PEAK (default: the
     fitted group's peak LR), final=F (final LR / peak), shape=linear|cosine|sqrt (WSD decay).
-The schedule is built exactly as the trainer builds it (scaling_cli/train/schedule.py; a test
-holds the two equal), in optimizer steps at the fitted runs' batch size.
+The schedule is the trainer's own (scaling_cli/schedule.py; a test holds the SPEC equal to
+its conf/schedule group), in optimizer steps at the fitted runs' batch size.
 
 The answer comes from the schedule-aware curve law (Tissue et al. or multi-power, whichever had
 the lower leave-one-curve-out error) of one fitted model size: the nearest to --params, else the
@@ -30,9 +30,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from scaling_cli.config import ScheduleConfig
 from scaling_cli.errors import UserError
 from scaling_cli.fit import curve_fit
 from scaling_cli.fit.bootstrap import finite_interval
+from scaling_cli.schedule import length_in_steps, lr_multipliers
 
 SPEC_FORMAT = ("NAME:STEPS[:DECAY][:warmup=W][:lr=PEAK][:final=F][:shape=S] with NAME cosine, linear, wsd or "
                "constant, e.g. cosine:24000, wsd:24000:0.2, constant:72000:warmup=500")
@@ -62,29 +64,13 @@ class ScheduleSpec:
     text: str = ""
 
     def warmup_steps(self) -> int:
-        return int(round(self.warmup * self.steps)) if self.warmup < 1 else int(self.warmup)
+        return length_in_steps(self.warmup, self.steps)
 
     def multipliers(self) -> np.ndarray:
-        """LR / peak at optimizer steps 1..steps, as scaling_cli.train.schedule.lr_multipliers builds it."""
-        total = self.steps
-        step = np.arange(total, dtype=np.float64)
-        warmup = min(self.warmup_steps(), total)
-        if self.name == "constant":
-            mult = np.ones(total)
-        elif self.name in ("cosine", "linear"):
-            progress = np.clip((step - warmup) / max(1, total - 1 - warmup), 0.0, 1.0)
-            mult = (self.final + (1 - self.final) * 0.5 * (1 + np.cos(np.pi * progress)) if self.name == "cosine"
-                    else 1 - (1 - self.final) * progress)
-        else:  # wsd
-            decay_len = int(round(self.decay * total)) if self.decay < 1 else int(self.decay)
-            decay_len = min(max(1, decay_len), total - warmup) or 1
-            start = total - decay_len
-            progress = np.clip((step - start + 1) / decay_len, 0.0, 1.0)
-            shaped = {"linear": progress, "cosine": 0.5 * (1 - np.cos(np.pi * progress)), "sqrt": np.sqrt(progress)}[self.shape]
-            mult = 1 - (1 - self.final) * shaped
-        if warmup > 0:
-            mult = np.where(step < warmup, mult * (step + 1) / warmup, mult)
-        return mult
+        """LR / peak at optimizer steps 1..steps: the trainer's own schedule of this spec."""
+        cfg = ScheduleConfig(name=self.name, warmup=self.warmup, min_lr_ratio=self.final, decay=self.decay,
+                             decay_shape=self.shape)
+        return lr_multipliers(self.steps, cfg)
 
     def describe(self, peak: float) -> str:
         parts = [f"{self.steps} steps", f"warmup {self.warmup_steps()}", f"peak lr {peak:.3g}"]

@@ -1,4 +1,4 @@
-"""Tests for scaling_cli/train/schedule.py: per-step learning-rate multipliers.
+"""Tests for scaling_cli/schedule.py: per-step learning-rate multipliers.
 
     pytest tests/test_schedule.py
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from scaling_cli.config import ScheduleConfig
-from scaling_cli.train.schedule import lr_multipliers
+from scaling_cli.schedule import lr_multipliers
 
 
 def _sched(**kwargs) -> ScheduleConfig:

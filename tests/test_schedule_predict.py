@@ -13,7 +13,7 @@ from scaling_cli.config import ScheduleConfig
 from scaling_cli.errors import UserError
 from scaling_cli.schedule_predict import parse_schedule
 from scaling_cli.store import load_curves, load_runs
-from scaling_cli.train.schedule import lr_multipliers
+from scaling_cli.schedule import lr_multipliers
 
 # sweeps/schedules_cpu.yaml at one tiny size: cosine and constant to fit, WSD to predict, trained as
 # one pack of 400 steps of 1024 tokens (~10 s on one core). At this size a 256-token batch is too

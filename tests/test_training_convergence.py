@@ -17,7 +17,7 @@ import torch
 
 from scaling_cli.config import ModelConfig, OptimConfig, ScheduleConfig
 from scaling_cli.model.gpt import GPT
-from scaling_cli.train.schedule import lr_multipliers
+from scaling_cli.schedule import lr_multipliers
 from scaling_cli.train.trainer import build_optimizer
 
 GOLDEN = Path(__file__).parent / "assets" / "golden_tiny_losses.txt"

@@ -13,7 +13,7 @@ from scaling_cli.compose import compose
 from scaling_cli.config import ConfigError, ScheduleConfig
 from scaling_cli.plan import expand, totals
 from scaling_cli.store import RunStore, load_curves, load_runs
-from scaling_cli.train.schedule import lr_multipliers
+from scaling_cli.schedule import lr_multipliers
 
 FAMILY = ["sweep=single", *TINY_OVERRIDES, "eval=none", "schedule=wsd", "train.tokens=15360",
           "sweep.wsd_branches=[0.5,1.0]"]

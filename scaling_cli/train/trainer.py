@@ -37,7 +37,7 @@ from scaling_cli.train.compiled import CompileClock, StepCompiler
 from scaling_cli.train.diagnostics import StepDiagnostics
 from scaling_cli.train.evaluate import validation_loss
 from scaling_cli.train.loggers import RunLoggers
-from scaling_cli.train.schedule import lr_multipliers
+from scaling_cli.schedule import lr_multipliers
 
 ModelSource = Union[GPT, Callable[[], GPT]]
 """A run's model, or a function that makes it (a pack member's standalone copy, made only when needed)."""

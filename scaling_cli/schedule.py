@@ -1,7 +1,8 @@
 """Learning-rate schedules as per-step multipliers of the peak learning rate.
 
 The whole schedule is computed up front as an array (one entry per optimizer step), so the
-trainer, `sweep --dry-run` plots and the schedule-aware fits all see the same numbers.
+trainer, the planner (`sweep --dry-run`, WSD branch points) and `predict --schedule` all see the
+same numbers; it sits beside config.py, upstream of all three, so none reaches into another.
 Warmup is linear from lr/W to lr over W steps.
 """
 
