@@ -29,6 +29,7 @@ of a step are static within a pack size).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from contextlib import contextmanager
 from functools import lru_cache
@@ -66,10 +67,14 @@ def configure_cache() -> Path:
     sweep command and every worker do); a value the user exported wins. Importing torch._dynamo
     writes inductor's default (a temporary folder) into the environment, which is not a user's
     choice and is replaced."""
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-
     folder = cache_folder()
-    defaults = {"TORCHINDUCTOR_CACHE_DIR": os.path.abspath(default_cache_dir())}
+    defaults = {}
+    # Only an imported dynamo can have written its default; importing inductor to ask for it costs
+    # ~1 s of start-up on every sweep, dry runs and CPU sweeps without compilation included.
+    if "torch._dynamo" in sys.modules:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        defaults["TORCHINDUCTOR_CACHE_DIR"] = os.path.abspath(default_cache_dir())
     for name, sub in _CACHE_ENV.items():
         if os.environ.get(name) in (None, defaults.get(name)):
             os.environ[name] = str(folder / sub)
