@@ -85,8 +85,6 @@ def _train_pack(runs: list[RunRecorder], store: RunStore, progress: ProgressHook
     host: list[tuple[list[float], list[float]]] = [([], []) for _ in runs]  # fetched, not yet logged
     packed.train()
     pack_id, pack_size, started, first_step_s = runs[0].spec.run_id, len(runs), time.perf_counter(), None
-    if device.type == "cuda":  # the peak of the training steps alone, for the memory records (scaling_cli.memory)
-        torch.cuda.reset_peak_memory_stats(device)
     steps_done, clock = 0, CompileClock(device, enabled=compiler is not None)
     while runs:
         clock.start()
@@ -112,6 +110,10 @@ def _train_pack(runs: list[RunRecorder], store: RunStore, progress: ProgressHook
         if first_step_s is None:  # compilation (if any) happens here; reported in each member's status
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
+                # the memory records (scaling_cli.memory) want steady-state training steps: not the
+                # first, whose compilation and kernel autotuning allocate buffers no later step
+                # holds (the optimizer state it creates stays allocated and is counted)
+                torch.cuda.reset_peak_memory_stats(device)
             first_step_s = time.perf_counter() - started
         steps_done += 1
         if device.type == "cuda" and steps_done == PEAK_AFTER_STEPS:  # allocator statistics: no sync
