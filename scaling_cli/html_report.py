@@ -23,6 +23,7 @@ from typing import Any
 
 from scaling_cli import __version__
 from scaling_cli.errors import UserError
+from scaling_cli.report import human
 
 # fit.json keys shown in the header or the laws section rather than as blocks of their own.
 _HEADER_KEYS = {"schema", "created", "scaling_cli_version", "elapsed_s", "plots", "laws", "selection", "level"}
@@ -82,14 +83,6 @@ def fmt(value: Any) -> str:
             return f"{len(value)} values, {fmt(min(numbers))} … {fmt(max(numbers))}"
         return f"{len(value)} values: " + ", ".join(fmt(v) for v in value[:6]) + ", …"
     return str(value)
-
-
-def si(value: float) -> str:
-    """Counts with SI prefixes (28.8k params, 1.37G FLOPs), as the terminal plan prints them."""
-    for scale, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g}{suffix}"
-    return f"{value:.3g}"
 
 
 def _is_scalar(value: Any) -> bool:
@@ -199,14 +192,14 @@ def sweep_section(source: str) -> dict:
         step = r.get("step")
         steps = spec.get("steps")
         progress = f"{int(step)}/{steps}" if step is not None and step == step and steps else (f"0/{steps}" if steps else "")
-        rows.append([r["name"], r["run_id"], r["status"], si(r["params"]), si(r["params_nonembed"]),
-                     si(r["tokens"]), fmt(r["tokens"] / r["params"]), si(r["flops"]), fmt(r.get("lr")),
+        rows.append([r["name"], r["run_id"], r["status"], human(r["params"]), human(r["params_nonembed"]),
+                     human(r["tokens"]), fmt(r["tokens"] / r["params"]), human(r["flops"]), fmt(r.get("lr")),
                      progress, fmt(r["loss"]) if r["loss"] == r["loss"] else ""])
     columns = ["name", "run_id", "status", "params", "non-emb", "tokens", "tokens/param", "FLOPs", "lr", "steps", "val loss"]
     counts = sorted(Counter(runs["status"]).items())
     sweeps = sorted({str(s) for s in runs["sweep"].dropna()})
     summary = (f"{len(runs)} runs of sweep{'s' if len(sweeps) > 1 else ''} {', '.join(sweeps)}: "
-               f"{si(runs['flops'].sum())}FLOP planned in all.")
+               f"{human(runs['flops'].sum())}FLOP planned in all.")
     return {"title": "Sweep plan and status", "summary": summary, "counts": counts,
             "table": table(columns, rows, text_columns=3),
             "n_done": int((runs["status"] == "done").sum())}

@@ -20,7 +20,7 @@ import math
 from collections import defaultdict
 
 from scaling_cli.config import LauncherConfig
-from scaling_cli.memory import member_bytes, training_bytes  # noqa: F401 (re-exported: the pack planner's sizes)
+from scaling_cli.memory import member_bytes
 from scaling_cli.model.packed_gpt import shape_fields
 from scaling_cli.plan import RunSpec
 from scaling_cli.worker import data_key
