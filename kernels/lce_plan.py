@@ -103,15 +103,22 @@ class ForwardPlan:
     voc_bucket: int
 
 
+def _vocab_splits(heads: int, tokens: int, vocab: int, sms: int, split_align: int, min_split_v: int,
+                  one: bool = False) -> tuple[int, int]:
+    """(splits, entries per split) of the vocabulary for programs that each own a token tile: enough
+    programs for PROGRAMS_PER_SM per SM, no split shorter than min_split_v (`one`: a single split)."""
+    token_tiles = heads * _cdiv(tokens, PLAN_BLOCK_T)
+    wanted = _cdiv(PROGRAMS_PER_SM * sms, max(token_tiles, 1))
+    n_split = 1 if one else max(1, min(wanted, vocab // min_split_v))
+    v_per_split = _cdiv(_cdiv(vocab, n_split), split_align) * split_align
+    return _cdiv(vocab, v_per_split), v_per_split  # alignment may leave fewer, never an empty split
+
+
 def plan_forward(heads: int, tokens: int, dim: int, vocab: int, sms: int, env: dict | None = None,
                  split_align: int = SPLIT_ALIGN, min_split_v: int = MIN_SPLIT_V) -> ForwardPlan:
     """Vocab splits: enough programs for PROGRAMS_PER_SM per SM, none shorter than min_split_v.
     (The interpreter passes small split sizes so tiny test shapes still split.)"""
-    token_tiles = heads * _cdiv(tokens, PLAN_BLOCK_T)
-    wanted = _cdiv(PROGRAMS_PER_SM * sms, max(token_tiles, 1))
-    n_split = max(1, min(wanted, vocab // min_split_v))
-    v_per_split = _cdiv(_cdiv(vocab, n_split), split_align) * split_align
-    n_split = _cdiv(vocab, v_per_split)  # alignment may leave fewer, never an empty split
+    n_split, v_per_split = _vocab_splits(heads, tokens, vocab, sms, split_align, min_split_v)
     return ForwardPlan(n_split, v_per_split, resident(dim, env), bucket(heads * tokens), bucket(vocab))
 
 
@@ -170,12 +177,10 @@ def plan_backward(heads: int, tokens: int, dim: int, vocab: int, elt: int, sms: 
         fp32_acc = chunk < tokens and heads * vocab * dim * 4 <= DW_FP32_ACC_BYTES
         return BackwardPlan("fused", chunk, group, vocab, 1, vocab, fp32_acc, **keys)
     if scheme == "owners":
-        token_tiles = heads * _cdiv(tokens, PLAN_BLOCK_T)
-        splits = max(1, min(_cdiv(PROGRAMS_PER_SM * sms, token_tiles), vocab // min_split_v))
-        if low_precision and heads * tokens * dim * 4 > OWNERS_DH_SPLIT_BYTES:
-            splits = 1
-        v_per_split = _cdiv(_cdiv(vocab, splits), split_align) * split_align
-        return BackwardPlan("owners", tokens, heads, vocab, _cdiv(vocab, v_per_split), v_per_split, False, **keys)
+        # several splits add into an fp32 dH; past OWNERS_DH_SPLIT_BYTES that buffer costs too much
+        one = low_precision and heads * tokens * dim * 4 > OWNERS_DH_SPLIT_BYTES
+        splits, v_per_split = _vocab_splits(heads, tokens, vocab, sms, split_align, min_split_v, one)
+        return BackwardPlan("owners", tokens, heads, vocab, splits, v_per_split, False, **keys)
     tc = min(tokens, MAX_TOKEN_CHUNK)
     if low_precision:
         tc = min(tc, _align_down(SUPERTILE_DH_BYTES // (4 * dim * heads), CHUNK_ALIGN))
