@@ -31,7 +31,7 @@ import numpy as np
 
 from scaling_cli.errors import UserError
 from scaling_cli.fit import downstream, family, hyperparams, intervals, laws, parametric, reliability
-from scaling_cli.fit.bootstrap import finite_interval
+from scaling_cli.fit.bootstrap import finite_interval, scatter_draws
 
 # Residual draws per bootstrap sample for the prediction interval (200 samples x 50 = 10,000 draws).
 PI_DRAWS_PER_SAMPLE = 50
@@ -190,7 +190,7 @@ def predict(report: dict, params: float | None = None, tokens: float | None = No
     if reliable:
         rng = np.random.default_rng(seed)
         base = samples[np.isfinite(samples)] if samples is not None and np.isfinite(samples).sum() >= 2 else np.array([loss])
-        draws = (base[:, None] * np.exp(rng.normal(0.0, sigma, (len(base), PI_DRAWS_PER_SAMPLE)))).ravel()
+        draws = scatter_draws(base, sigma, PI_DRAWS_PER_SAMPLE, rng)
         ci, pi = finite_interval(samples, level), finite_interval(draws, level)
     else:  # a degenerate law's bootstrap spread is no measure of its error: no interval at all
         ci = pi = [None, None]

@@ -32,7 +32,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from scaling_cli.fit import family, parametric
-from scaling_cli.fit.bootstrap import FitOptions, finite_interval
+from scaling_cli.fit.bootstrap import FitOptions, finite_interval, scatter_draws
 from scaling_cli.fit.entries import not_enough
 from scaling_cli.fit.grouping import cluster_log, top_groups
 
@@ -113,8 +113,7 @@ def _prediction_interval(entry: dict, n, d, c, level: float, rng: np.random.Gene
         s = s[np.isfinite(s)]
         sigma = parametric.entry_rmse_log(entry, n[j], d[j]) or 0.0
         if len(s) >= 2:
-            draws = s[:, None] * np.exp(rng.normal(0.0, sigma, (len(s), PI_DRAWS)))
-            out[j] = finite_interval(draws, level)
+            out[j] = finite_interval(scatter_draws(s, sigma, PI_DRAWS, rng), level)
     return out
 
 

@@ -54,6 +54,13 @@ def percentile_interval(samples: np.ndarray, level: float = DEFAULT_LEVEL, axis:
     return lo, hi
 
 
+def scatter_draws(samples: np.ndarray, sigma: float, per_sample: int, rng: np.random.Generator) -> np.ndarray:
+    """(len(samples), per_sample) draws of a new run's loss: each bootstrap sample of the law's
+    prediction times lognormal run-to-run scatter (sigma: the law's RMSE of log loss). Their
+    percentile interval is a prediction interval (predict; backtest's coverage)."""
+    return samples[:, None] * np.exp(rng.normal(0.0, sigma, (len(samples), per_sample)))
+
+
 def finite_interval(values: np.ndarray | None, level: float = DEFAULT_LEVEL) -> list[float | None]:
     """percentile_interval of the finite values among `values` (any shape) as [lo, hi] floats;
     [None, None] when there are fewer than two, or no values at all."""
