@@ -141,6 +141,16 @@ def _backtest_summary(report: dict, law: str) -> dict:
     return out
 
 
+
+def _law_keys(report: dict, law_name: str, law_note: str) -> dict:
+    """What a prediction says about the law it used: name, why chosen, flags and its backtests."""
+    entry = report.get("laws", {}).get(law_name, {})
+    ranking = report.get("selection", {}).get("ranking", [])
+    return {"law": law_name, "law_reason": law_note, "reliable": bool(entry.get("reliable", True)),
+            "reasons": list(entry.get("reasons", [])),
+            "backtest_error": next((r["combined_error"] for r in ranking if r["law"] == law_name), None),
+            "backtest": _backtest_summary(report, law_name)}
+
 def predict(report: dict, params: float | None = None, tokens: float | None = None, flops: float | None = None,
             level: float | None = None, seed: int = 0) -> dict:
     """Point predictions and intervals at the target; see the module docstring."""
@@ -159,12 +169,8 @@ def predict(report: dict, params: float | None = None, tokens: float | None = No
                     "loss": None, "loss_lo": None, "loss_hi": None, "loss_ci": [None, None], "loss_pi": [None, None],
                     "target_notes": notes}
     if d is None or n is None:  # the target needs an allocation that is withheld
-        own = entries.get(law_name, {})
-        result |= {"law": law_name, "law_reason": law_note, "reliable": bool(own.get("reliable", True)),
-                   "reasons": list(own.get("reasons", [])), "residual_rmse_log": None,
-                   "backtest_error": next((r["combined_error"] for r in selection.get("ranking", [])
-                                           if r["law"] == law_name), None),
-                   "backtest": _backtest_summary(report, law_name),
+        result |= _law_keys(report, law_name, law_note) | {
+                   "residual_rmse_log": None,
                    "extrapolation_factor": c / max_c if c and max_c else None,
                    "compute_optimal": {"withheld": notes["withheld"]},
                    "warnings": [f"no loss predicted: the compute-optimal allocation is withheld ({notes['withheld']}); "
@@ -198,17 +204,14 @@ def predict(report: dict, params: float | None = None, tokens: float | None = No
         warnings_.append(f"{law_name} is flagged unreliable ({'; '.join(entry.get('reasons', []))}): "
                          "the loss is shown without an interval; do not bet on it")
     factor = c / max_c if max_c else None
-    backtest = _backtest_summary(report, law_name)
-    reached = max([b["extrapolation_factor"] or 0 for b in backtest.values()] or [0])
+    law_keys = _law_keys(report, law_name, law_note)
+    reached = max([b["extrapolation_factor"] or 0 for b in law_keys["backtest"].values()] or [0])
     if factor and factor > max(10.0, 10 * reached):
         warnings_.append(f"the target is {factor:.3g}x the largest fitted compute; the backtests reached "
                          f"{reached:.3g}x, so the error at this distance is unmeasured")
     result |= {
         "loss": loss, "loss_lo": pi[0], "loss_hi": pi[1], "loss_ci": ci, "loss_pi": pi,
-        "residual_rmse_log": sigma, "law": law_name, "law_reason": law_note,
-        "reliable": reliable, "reasons": list(entry.get("reasons", [])),
-        "backtest_error": next((r["combined_error"] for r in selection.get("ranking", []) if r["law"] == law_name), None),
-        "backtest": backtest,
+        "residual_rmse_log": sigma, **law_keys,
     }
     if factor:
         result["extrapolation_factor"] = factor
