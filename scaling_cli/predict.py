@@ -16,8 +16,11 @@ The loss comes from the law the fit selected by held-out error (fit.json "select
 cannot answer this target (compute_only at an unfitted D/N), the parametric law is used and the
 result says so. The result carries the law, its backtest error (`backtest_error`: mean |relative
 error| on held-out runs, averaged over the two hold-outs) and `extrapolation_factor` (target C /
-largest fitted C). No confident nonsense: a law flagged unreliable (fit/reliability.py) gets no
-interval (`loss_ci`, `loss_pi` null) and no allocation (`compute_optimal.withheld` says why), nor
+largest fitted C). Every prediction carries an interval: the PI is widened to the backtest-calibrated
+interval (fit/conformal.py: the law's misses on held-out runs, scaled as 1 + ln(distance)) and to
+the predictions of laws that backtest alike (fit.json selection.alike). No confident nonsense: a law
+flagged unreliable (fit/reliability.py) gets no bootstrap interval (`loss_ci` null; `loss_pi` is the
+backtest-calibrated one alone) and no allocation (`compute_optimal.withheld` says why), nor
 does an allocation outside D/N 1..1000; `warnings` lists what not to trust. Downstream metrics the fit found support for (fit.json "downstream") get one key
 each, named after the metric column (e.g. next_verse_acc, with next_verse_acc_interval: the
 two-stage confidence interval compute -> loss -> metric); see scaling_cli.fit.downstream. A downstream
@@ -30,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from scaling_cli.errors import UserError
-from scaling_cli.fit import downstream, family, hyperparams, intervals, laws, parametric, reliability
+from scaling_cli.fit import conformal, downstream, family, hyperparams, intervals, laws, parametric, reliability
 from scaling_cli.fit.bootstrap import finite_interval, scatter_draws
 
 # Residual draws per bootstrap sample for the prediction interval (200 samples x 50 = 10,000 draws).
@@ -193,24 +196,46 @@ def predict(report: dict, params: float | None = None, tokens: float | None = No
         samples = parametric.entry_loss(entry, n, d, c, use_samples=True)
     samples = None if samples is None else np.ravel(samples)
     sigma = parametric.entry_rmse_log(entry, n, d) or 0.0
+    factor = c / max_c if max_c else None
+    calib = entry.get("calibration") if np.isclose(level, (entry.get("calibration") or {}).get("level", -1)) else None
+    backtested = conformal.interval(loss, factor or 1.0, calib)
     if reliable:
         rng = np.random.default_rng(seed)
         base = samples[np.isfinite(samples)] if samples is not None and np.isfinite(samples).sum() >= 2 else np.array([loss])
         draws = scatter_draws(base, sigma, PI_DRAWS_PER_SAMPLE, rng)
-        ci, pi = finite_interval(samples, level), finite_interval(draws, level)
-    else:  # a degenerate law's bootstrap spread is no measure of its error: no interval at all
-        ci = pi = [None, None]
+        ci, boot_pi = finite_interval(samples, level), finite_interval(draws, level)
+        pi = conformal.union(boot_pi, backtested)
+        how = ("the wider of the bootstrap prediction interval and the backtest-calibrated one"
+               if backtested[0] is not None else "bootstrap prediction interval (no backtest calibration)")
+    else:  # a degenerate law's bootstrap spread is no measure of its error; its backtest misses still are
+        ci, boot_pi, pi = [None, None], [None, None], backtested
         samples = None
+        how = "backtest-calibrated only (the bootstrap of a flagged law is no measure of its error)"
         warnings_.append(f"{law_name} is flagged unreliable ({'; '.join(entry.get('reasons', []))}): "
-                         "the loss is shown without an interval; do not bet on it")
-    factor = c / max_c if max_c else None
+                         + ("its interval comes from its backtest misses alone, scaled to this distance; do not bet "
+                            "on the point" if pi[0] is not None else
+                            "the loss is shown without an interval (no backtest could calibrate one); do not bet on it"))
     law_keys = _law_keys(report, law_name, law_note)
     reached = max([b["extrapolation_factor"] or 0 for b in law_keys["backtest"].values()] or [0])
     if factor and factor > max(10.0, 10 * reached):
         warnings_.append(f"the target is {factor:.3g}x the largest fitted compute; the backtests reached "
-                         f"{reached:.3g}x, so the error at this distance is unmeasured")
+                         f"{reached:.3g}x, so the error at this distance is unmeasured: the interval assumes the "
+                         "backtest misses grow as 1 + ln(distance)")
+    # Laws that backtest alike (selection "alike") but predict differently here: the runs cannot
+    # choose between them, so the interval spans them.
+    spread = {}
+    if law_name == selection.get("loss_law"):
+        for other in selection.get("alike", []):
+            v = None if other == law_name else parametric.entry_loss(entries.get(other, {}), n, d, c)
+            if v is not None and np.isfinite(np.ravel(v)[0]):
+                spread[other] = float(np.ravel(v)[0])
+    if spread and pi[0] is not None:
+        pi = conformal.union(pi, [min(spread.values()), max(spread.values())])
+        how += ", widened to the laws that backtest alike"
     result |= {
-        "loss": loss, "loss_lo": pi[0], "loss_hi": pi[1], "loss_ci": ci, "loss_pi": pi,
+        "loss": loss, "loss_lo": pi[0], "loss_hi": pi[1], "loss_ci": ci, "loss_pi": pi, "law_spread": spread,
+        "loss_pi_bootstrap": boot_pi, "loss_pi_backtest": backtested, "interval_method": how,
+        "calibration": None if calib is None else {k: calib.get(k) for k in ("q", "n", "method", "rule", "max_distance")},
         "residual_rmse_log": sigma, **law_keys,
     }
     if factor:
@@ -252,10 +277,14 @@ def format_prediction(r: dict) -> str:
     if r["loss"] is None:
         lines.append("loss       not predicted")
     elif not r.get("reliable", True):
-        lines.append(f"loss       {r['loss']:.4f} nats/token   no interval: the law is flagged unreliable")
+        lines.append(f"loss       {r['loss']:.4f} nats/token   " + (
+            f"{pct} PI{iv(r['loss_pi'])} from the backtest misses alone (the law is flagged unreliable)"
+            if r["loss_pi"][0] is not None else "no interval: the law is flagged unreliable and could not be backtested"))
     else:
         ci = f"{pct} CI{iv(r['loss_ci'])}" if r["loss_ci"][0] is not None else "no CI (fit without bootstrap)"
         lines.append(f"loss       {r['loss']:.4f} nats/token   {ci}   {pct} PI{iv(r['loss_pi'])}")
+    if r.get("interval_method") and r["loss_pi"][0] is not None:
+        lines.append(f"interval   {r['interval_method']}")
     lines.append(f"law        {r['law']} ({r['law_reason']})")
     if not r.get("reliable", True):
         lines.append("UNRELIABLE " + "; ".join(r.get("reasons", [])))

@@ -67,7 +67,10 @@ def test_predict_withholds_the_allocation_and_every_interval(degenerate_fit, cap
     assert r["reliable"] is False and r["warnings"]
     assert main(["predict", "--params", "7e9", "--tokens", "1.4T", "--fit", fit, "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["loss"] > 0 and r["loss_ci"] == [None, None] and r["loss_lo"] is None and r["loss_hi"] is None
+    # a flagged law keeps no bootstrap interval, but its backtest misses still give one around the point
+    assert r["loss"] > 0 and r["loss_ci"] == [None, None] and r["loss_pi_bootstrap"] == [None, None]
+    assert r["loss_lo"] < r["loss"] < r["loss_hi"] and r["loss_pi"] == r["loss_pi_backtest"]
+    assert "backtest-calibrated only" in r["interval_method"]
     assert "withheld" in r["compute_optimal"] and r["extrapolation_factor"] > 1e6
     assert {"law", "extrapolation_factor", "backtest_error", "params", "tokens", "flops", "loss_pi"} <= set(r)
     assert main(["predict", "--params", "7e9", "--fit", fit]) == 0

@@ -31,14 +31,20 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from scaling_cli.fit import family, parametric
+from scaling_cli.fit import beta_n, family, parametric
 from scaling_cli.fit.bootstrap import FitOptions, finite_interval, scatter_draws
 from scaling_cli.fit.entries import not_enough
+from scaling_cli.fit.fitset import FitSet
 from scaling_cli.fit.grouping import cluster_log, top_groups
 
-LOSS_LAWS = family.MEMBERS + ("compute_only",)
+LOSS_LAWS = family.MEMBERS + (beta_n.NAME, "compute_only")
 HOLDOUTS = ("largest_size", "largest_compute")
-LABELS = {"largest_size": "largest model size", "largest_compute": "largest compute"}
+# A third, longer hold-out that calibrates intervals (calibration.py) but does not select laws.
+TWO_SIZES = "largest_two_sizes"
+LABELS = {"largest_size": "largest model size", "largest_compute": "largest compute",
+          TWO_SIZES: "two largest model sizes"}
+# Sizes the two-sizes hold-out needs, so its refits still train on three.
+TWO_SIZES_MIN = 5
 MIN_SIZES = 3
 # Share of the runs a hold-out aims for (at least 2 runs), and its ceiling.
 HOLDOUT_SHARE, HOLDOUT_MAX_SHARE = 0.10, 1 / 3
@@ -75,10 +81,42 @@ def training_set(n, d, c, loss, keep: np.ndarray, extra: DerivedPoints | None):
             np.concatenate([idx, extra.owner[mine]]), weights)
 
 
+def set_weights(train: tuple, fit_set) -> np.ndarray | None:
+    """Point weights of a training set (training_set's output): the derived points' own weights
+    times the fit set's weighting of every point by its compute (None when both are uniform)."""
+    own = train[5]
+    extra = None if fit_set is None else fit_set.weights(train[2])
+    if extra is None:
+        return own
+    return extra if own is None else own * extra
+
+
 def largest_size_mask(params: ArrayLike) -> np.ndarray:
     """True for the runs of the largest model size (more sizes when it has < max(2, 10%) of the
     runs, as in a scattered IsoFLOP design)."""
     return top_groups(params, HOLDOUT_SHARE, HOLDOUT_MAX_SHARE)
+
+
+def holdout_mask(holdout: str, params: ArrayLike, flops: ArrayLike) -> np.ndarray:
+    """The held-out runs of a hold-out (HOLDOUTS, or TWO_SIZES: every run of the two largest sizes)."""
+    if holdout == "largest_size":
+        return largest_size_mask(params)
+    if holdout == "largest_compute":
+        return largest_compute_mask(flops)
+    if holdout == TWO_SIZES:
+        labels = cluster_log(params)
+        return labels >= labels.max() - 1
+    raise ValueError(f"unknown hold-out {holdout!r}")
+
+
+def subset_derived(extra: DerivedPoints | None, keep: np.ndarray) -> DerivedPoints | None:
+    """The derived points of the kept final runs, their owners renumbered to positions among them."""
+    if extra is None or len(extra) == 0:
+        return extra
+    position = np.cumsum(keep) - 1
+    mine = keep[extra.owner]
+    return DerivedPoints(extra.params[mine], extra.tokens[mine], extra.flops[mine], extra.loss[mine],
+                         extra.weight[mine], position[extra.owner[mine]])
 
 
 def largest_compute_mask(flops: ArrayLike) -> np.ndarray:
@@ -87,12 +125,18 @@ def largest_compute_mask(flops: ArrayLike) -> np.ndarray:
 
 
 def refit(name: str, n, d, c, loss, options: FitOptions, intervals: bool = False,
-          groups: np.ndarray | None = None, weights: np.ndarray | None = None) -> dict:
-    """`name` fitted to these points as `fit` would, without (or with) its bootstrap."""
+          groups: np.ndarray | None = None, weights: np.ndarray | None = None,
+          chinchilla: dict | None = None) -> dict:
+    """`name` fitted to these points as `fit` would, without (or with) its bootstrap. `chinchilla`:
+    the Chinchilla refit of the same points, which seeds chinchilla_beta_n (refitted when absent)."""
     if name == "compute_only":
         quick = options if intervals else FitOptions(**{**options.as_dict(), "n_boot": 0})
         return parametric.fit_compute_only(c, d, n, loss, quick)
     law_free = family.laws.LAWS[name].n_free
+    if name == beta_n.NAME:
+        start = family.entry_chinchilla(chinchilla) if chinchilla and chinchilla.get("status") == "ok" else None
+        return beta_n.fit(n, d, loss, options, intervals_=intervals, groups=groups, weights=weights,
+                          chinchilla_start=start)
     if len(loss) < law_free + 1:
         return not_enough(name, f"{len(loss)} training points for {law_free} free parameters")
     x, y = np.column_stack([np.log(n), np.log(d)]), np.log(loss)
@@ -142,34 +186,54 @@ def score(entry: dict, n, d, c, observed, level: float, rng: np.random.Generator
 
 def backtest(params: ArrayLike, tokens: ArrayLike, flops: ArrayLike, loss: ArrayLike, options: FitOptions | None = None,
              laws: tuple[str, ...] = LOSS_LAWS, intervals: bool = False,
-             holdouts: tuple[str, ...] = HOLDOUTS, extra: DerivedPoints | None = None) -> dict:
+             holdouts: tuple[str, ...] = HOLDOUTS, extra: DerivedPoints | None = None,
+             fit_set: FitSet | None = None) -> dict:
     """{holdout: {what was held out, extrapolation factor, scores per law}} for both hold-outs.
 
-    `extra`: derived points the L(N, D) laws also train on (compute_only uses final losses only)."""
+    `extra`: derived points the L(N, D) laws also train on (compute_only uses final losses only).
+    `fit_set` (fitset.FitSet): its rule picks, among each hold-out's training runs, the ones the
+    laws are refitted on, and its weighting weights them, as `fit` does with all runs."""
     options = options or FitOptions()
     n, d, c, obs = (np.asarray(v, dtype=float) for v in (params, tokens, flops, loss))
     out = {}
     for holdout in holdouts:
-        test = largest_size_mask(n) if holdout == "largest_size" else largest_compute_mask(c)
+        test = holdout_mask(holdout, n, c)
         info = {"heldout": LABELS[holdout], "n_test": int(test.sum()), "n_train": int((~test).sum()),
                 "heldout_params": float(np.exp(np.mean(np.log(n[test])))) if test.any() else None,
                 "heldout_flops": [float(c[test].min()), float(c[test].max())] if test.any() else None,
                 "runs": {"params": n[test].tolist(), "tokens": d[test].tolist(), "flops": c[test].tolist(),
                          "loss": obs[test].tolist()},
                 "scores": {}}
-        if len(np.unique(cluster_log(n[~test]))) < MIN_SIZES - 1 or len(np.unique(cluster_log(n))) < MIN_SIZES:
-            info["reason"] = f"needs runs of at least {MIN_SIZES} model sizes"
+        need = TWO_SIZES_MIN if holdout == TWO_SIZES else MIN_SIZES
+        if len(np.unique(cluster_log(n[~test]))) < need - 1 - (holdout == TWO_SIZES) or len(np.unique(cluster_log(n))) < need:
+            info["reason"] = f"needs runs of at least {need} model sizes"
             out[holdout] = info
             continue
         info["extrapolation_factor"] = float(c[test].max() / c[~test].max())
-        train = training_set(n, d, c, obs, ~test, extra)
+        info["train_max_flops"] = float(c[~test].max())
+        info["runs"]["distance"] = (c[test] / c[~test].max()).tolist()
+        keep = ~test
+        if fit_set is not None:
+            keep = keep.copy()
+            keep[keep] = fit_set.mask(n[keep], d[keep], c[keep])
+            info["fit_set"] = fit_set.name
+            info["n_train"] = int(keep.sum())
+            if len(np.unique(cluster_log(n[keep]))) < need - 1 - (holdout == TWO_SIZES):
+                info["reason"] = f"fit set {fit_set.name} leaves fewer than {need - 1 - (holdout == TWO_SIZES)} sizes to train on"
+                out[holdout] = info
+                continue
+        train = training_set(n, d, c, obs, keep, extra)
+        weights = set_weights(train, fit_set)
         if extra is not None and len(extra):
-            info["n_train_derived"] = int(len(train[3]) - (~test).sum())
+            info["n_train_derived"] = int(len(train[3]) - keep.sum())
+        fitted: dict[str, dict] = {}
         for i, name in enumerate(laws):
             if name == "compute_only":
-                entry = refit(name, n[~test], d[~test], c[~test], obs[~test], options, intervals)
+                entry = refit(name, n[keep], d[keep], c[keep], obs[keep], options, intervals)
             else:
-                entry = refit(name, *train[:4], options, intervals, groups=train[4], weights=train[5])
+                entry = refit(name, *train[:4], options, intervals, groups=train[4], weights=weights,
+                              chinchilla=fitted.get("chinchilla"))
+            fitted[name] = entry
             rng = options.rng(900 + i) if intervals else None
             info["scores"][name] = score(entry, n[test], d[test], c[test], obs[test], options.level, rng)
         out[holdout] = info

@@ -120,6 +120,9 @@ class FitOptions:
     byte-level sweep whose curves the curve law fits poorly (3.7-5.2% leave-one-curve-out) they
     raised it from 0.21% to 2.42%. True forces them, False skips them. Inputs without curves are
     fitted on final points."""
+    fit_set: str = "auto"
+    """Which runs the loss laws are fitted on (fit/fitset.py): 'auto' chooses among the candidate
+    fit sets by backtest, a candidate's name forces it ('all': every run)."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.level < 1.0:

@@ -107,6 +107,18 @@ def overtrain_optimal_ratio(a, b, eta) -> np.ndarray:
     return (np.asarray(b, dtype=float) / a) ** (1.0 / (2.0 * np.asarray(eta, dtype=float)))
 
 
+def beta_n_loss(x: tuple[ArrayLike, ArrayLike], E, A, alpha, B, beta, gamma, N_ref, D_ref) -> np.ndarray:
+    """L(N, D) = E + A/N^alpha + B (D/D_ref)^(-beta(N)), beta(N) = beta (N/N_ref)^gamma; x = (N, D).
+
+    Chinchilla with a data exponent that depends on model size, the interaction Farseer (Li et al.
+    2025, "Predictable Scale: Part II") finds in ~1,000 runs and credits for its extrapolation; their
+    law lets B depend on N as well, which needs more runs than a proxy sweep has. N_ref and D_ref
+    are the geometric means of the fitted runs (fixed, not fitted): at N = N_ref it is Chinchilla.
+    """
+    n, d = (np.asarray(v, dtype=float) for v in x)
+    return E + A / n**alpha + B * (d / D_ref) ** (-beta * (n / N_ref) ** gamma)
+
+
 @dataclass(frozen=True)
 class Law:
     """A registered parametric form."""
@@ -143,6 +155,9 @@ LAWS: dict[str, Law] = {
         Law("overtrain_fixed_e", overtrain_loss, ("E", "a", "b", "eta"), ("flops", "tokens_per_param"),
             "L = E + (a M^eta + b M^-eta) C^-eta, E fixed by a held-out profile",
             "Gadre et al. 2024 with the irreducible loss set apart (scaling_cli/fit/family.py)", fixed=("E",)),
+        Law("chinchilla_beta_n", beta_n_loss, ("E", "A", "alpha", "B", "beta", "gamma", "N_ref", "D_ref"),
+            ("params", "tokens"), "L = E + A/N^alpha + B (D/D_ref)^(-beta (N/N_ref)^gamma)",
+            "Chinchilla with an N-dependent data exponent, after Li et al. 2025 (Farseer)", fixed=("N_ref", "D_ref")),
         Law("compute_only", compute_loss, ("E", "A", "alpha"), ("flops",),
             "L = E + A*C^-alpha at fixed M = D/N", "Gadre et al. 2024 (over-training)"),
         Law("power_law", power_law, ("coef", "exponent"), ("x",),

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scaling_cli.fit import backtest, family, parametric, reliability, selection
+from scaling_cli.fit import backtest, beta_n, calibration, family, fitset, laws, parametric, reliability, selection
 from scaling_cli.fit.bootstrap import FitOptions
 
 
@@ -40,26 +40,104 @@ def backtests_by_kind(done, fitted_kind: str, options: FitOptions,
     return out
 
 
+# The laws a fit-set candidate is scored with: the L(N, D) laws that answer at any (N, D);
+# compute_only abstains at unfitted D/N and is scored on the chosen set only.
+SCREENED_LAWS = family.MEMBERS + (beta_n.NAME,)
+
+
+def _n_free() -> dict[str, int]:
+    return {name: laws.LAWS[name].n_free for name in backtest.LOSS_LAWS}
+
+
+def choose_fit_set(done, options: FitOptions, derived: backtest.DerivedPoints | None,
+                   all_backtests: dict | None = None) -> dict:
+    """The fit set the loss laws use (fitset.py) and the scores of every candidate.
+
+    Returns {"name", "reason", "forced", "candidates": {name: {score, law, errors, why, n_kept,
+    left_out or not_applicable}}, "backtests": {name: backtests}} (the backtests of each scored
+    candidate, with every loss law, for reuse). `all_backtests`: the backtests of `all`, if known."""
+    n, d, c, loss = _arrays(done)
+    runs = done["run"].tolist() if "run" in done.columns else list(range(len(done)))
+    forced = options.fit_set != "auto"
+    names = [options.fit_set] if forced else list(fitset.FIT_SETS)
+    candidates, backtests = {}, {}
+    for name in names:
+        fs = fitset.get(name)
+        why_not = fs.applies(n, d, c)
+        if why_not and name != fitset.DEFAULT:
+            candidates[name] = {"not_applicable": why_not}
+            if forced:
+                from scaling_cli.errors import UserError
+
+                raise UserError(f"--fit-set {name}: {why_not}; use --fit-set all or auto")
+            continue
+        if name == fitset.DEFAULT:
+            bt = all_backtests if all_backtests is not None else backtest.backtest(n, d, c, loss, options, extra=derived)
+        else:
+            bt = backtest.backtest(n, d, c, loss, options, laws=SCREENED_LAWS, extra=derived, fit_set=fs)
+        backtests[name] = bt
+        errors = {law: backtest.combined_error(bt, law) for law in SCREENED_LAWS}
+        score, law = fitset.candidate_score(errors, _n_free())
+        candidates[name] = {"score": score, "law": law, "errors": errors,
+                            **fitset.describe_left_out(fs, n, d, c, runs)}
+    if forced:
+        name, reason = options.fit_set, f"forced by --fit-set {options.fit_set}"
+    else:
+        name, reason = fitset.choose({k: (v["score"], v["law"]) for k, v in candidates.items() if "score" in v})
+    if name != fitset.DEFAULT and name in backtests:  # the chosen set's compute_only scores, like every law's
+        rest = backtest.backtest(n, d, c, loss, options, laws=("compute_only",), extra=derived, fit_set=fitset.get(name))
+        for h, info in rest.items():
+            backtests[name][h].setdefault("scores", {}).update(info.get("scores", {}))
+    return {"name": name, "reason": reason, "forced": forced, "candidates": candidates, "backtests": backtests,
+            "rule": {"set_margin": fitset.SET_MARGIN, "law_tie": fitset.LAW_TIE,
+                     "criterion": "combined backtest error of the candidate's best law (a law with more free "
+                                  "parameters must beat a simpler one by the law tie); a candidate replaces all "
+                                  "runs only when better by the set margin"}}
+
+
 def fit_loss_laws(done, options: FitOptions, fitted_kind: str = "total", by_kind: dict | None = None,
                   extra: dict[str, backtest.DerivedPoints] | None = None) -> dict:
-    """Entries, backtests, the accounting comparison, the selection and per-law diagnostics."""
+    """Entries, backtests, the accounting comparison, the fit set, the selection, calibrations and
+    per-law diagnostics."""
     n, d, c, loss = _arrays(done)
     derived = (extra or {}).get(fitted_kind)
-    train = backtest.training_set(n, d, c, loss, np.ones(len(loss), dtype=bool), derived)
-    points_used = {"final": int(len(loss)), "curve": int(len(train[3]) - len(loss))}
+    by_kind = dict(by_kind or backtests_by_kind(done, fitted_kind, options, extra))
+    choice = choose_fit_set(done, options, derived, all_backtests=by_kind.get(fitted_kind))
+    fs = fitset.get(choice["name"])
+    keep = fs.mask(n, d, c)
+    train = backtest.training_set(n, d, c, loss, keep, derived)
+    weights = backtest.set_weights(train, fs)
+    points_used = {"final": int(keep.sum()), "curve": int(len(train[3]) - keep.sum())}
     entries: dict[str, dict] = {}
     for name in family.MEMBERS:
-        entries[name] = family.fit_member(name, *train[:2], train[3], options, groups=train[4], weights=train[5])
+        entries[name] = family.fit_member(name, *train[:2], train[3], options, groups=train[4], weights=weights)
+    start = family.entry_chinchilla(entries["chinchilla"]) if entries["chinchilla"].get("status") == "ok" else None
+    entries[beta_n.NAME] = beta_n.fit(*train[:2], train[3], options, groups=train[4], weights=weights,
+                                      chinchilla_start=start)
+    for name in SCREENED_LAWS:
         if entries[name].get("status") == "ok":
             entries[name]["points_used"] = points_used
-    entries["compute_only"] = parametric.fit_compute_only(c, d, n, loss, options)
+    entries["compute_only"] = parametric.fit_compute_only(c[keep], d[keep], n[keep], loss[keep], options)
     for entry in entries.values():
         if entry.get("status") == "ok":
-            entry["reliable"], entry["reasons"] = reliability.assess(entry, float(loss.min()), float(c.max()))
-    by_kind = by_kind or backtests_by_kind(done, fitted_kind, options, extra)
-    backtests = by_kind[fitted_kind]
+            entry["reliable"], entry["reasons"] = reliability.assess(entry, float(loss[keep].min()), float(c.max()))
+    backtests = choice["backtests"].get(choice["name"])
+    if backtests is None:  # forced `all` without the accounting's backtests
+        backtests = backtest.backtest(n, d, c, loss, options, extra=derived)
+    by_kind[fitted_kind] = backtests
     chosen = selection.select_loss_law(entries, backtests)
+    chosen["far_agreement"] = selection.far_agreement(entries, chosen, float(c.max()))
     kinds = selection.compare_params_kinds(by_kind, fitted_kind) if len(by_kind) > 1 else None
+    # Backtest-calibrated intervals (calibration.py): every law's misses, with the two largest sizes
+    # held out as a longer calibration fold, and the selected law's own measured coverage.
+    fold = calibration.two_sizes_fold(n, d, c, loss, options, backtest.LOSS_LAWS, fs if fs.name != "all" else None,
+                                      derived)
+    for name, entry in entries.items():
+        if entry.get("status") == "ok":
+            entry["calibration"] = calibration.calibrate_law(backtests | fold, name, options.level)
+    if chosen.get("loss_law"):
+        chosen["interval_coverage"] = calibration.nested_coverage(
+            n, d, c, loss, chosen["loss_law"], options, backtests, fs if fs.name != "all" else None, derived)
     diagnostics = {}
     for name, e in entries.items():
         if e.get("status") != "ok":
@@ -68,8 +146,11 @@ def fit_loss_laws(done, options: FitOptions, fitted_kind: str = "total", by_kind
             "rmse_log": float(np.sqrt(np.mean([g["residuals"]["rmse_log"] ** 2 for g in e["groups"]])))}
         diagnostics[name] = {"residuals": resid, "heldout": backtests["largest_size"]["scores"].get(name),
                              "heldout_compute": backtests["largest_compute"]["scores"].get(name)}
+    fit_set_block = {k: v for k, v in choice.items() if k != "backtests"} | \
+        fitset.describe_left_out(fs, n, d, c, done["run"].tolist() if "run" in done.columns else list(range(len(n))))
     return {"entries": entries, "backtests": backtests, "holdout": backtests["largest_size"],
-            "params_kinds": kinds, "selection": chosen, "diagnostics": diagnostics}
+            "calibration_fold": fold, "params_kinds": kinds, "selection": chosen, "diagnostics": diagnostics,
+            "fit_set": fit_set_block}
 
 
 def resolve_auto_kind(prepared, done, options: FitOptions, extra: dict[str, backtest.DerivedPoints] | None = None):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from scaling_cli.fit import family, intervals, laws, robust
+from scaling_cli.fit import beta_n, family, intervals, laws, robust
 from scaling_cli.fit.bootstrap import FitOptions, cluster_weights
 from scaling_cli.fit.entries import not_enough, residual_stats, summarize
 from scaling_cli.fit.grouping import DEFAULT_REL_TOL, cluster_log, group_centers
@@ -114,6 +114,8 @@ def entry_loss(entry: dict, params: ArrayLike, tokens: ArrayLike, flops: ArrayLi
             point = laws.chinchilla_loss((params, tokens), *family.entry_chinchilla(entry))
             return intervals.stretch_values(raw, point, family.entry_widening(entry))
         return laws.chinchilla_loss((params, tokens), *chin)
+    if entry["law"] == beta_n.NAME:
+        return beta_n.entry_loss(entry, params, tokens, use_samples)
     out = []
     for n, d, c in zip(params, tokens, flops):
         group = compute_only_group(entry, n, d)
@@ -134,7 +136,7 @@ def entry_rmse_log(entry: dict, params: float, tokens: float) -> float | None:
     """Residual scatter (RMSE of log loss) of the fit used at this target, for prediction intervals."""
     if entry.get("status") != "ok":
         return None
-    if entry["law"] in family.MEMBERS:
+    if entry["law"] in family.MEMBERS or entry["law"] == beta_n.NAME:
         return entry["residuals"]["rmse_log"]
     group = compute_only_group(entry, params, tokens)
     return None if group is None else group["residuals"]["rmse_log"]

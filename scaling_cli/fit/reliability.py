@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scaling_cli.fit import family, laws, robust
+from scaling_cli.fit import beta_n, family, laws, robust
 
 EXPONENT_RANGE = (0.02, 2.0)
 BOUND_MARGIN = 0.01
@@ -87,6 +87,8 @@ def assess(entry: dict, min_loss: float, max_flops: float) -> tuple[bool, list[s
             reasons += [r + at for r in _exponent_reasons("alpha", g["params"]["alpha"], COMPUTE_EXPONENT_RANGE)]
             reasons += [r + at for r in floor_reasons(g["params"]["E"], g["intervals"]["E"], min_loss, False)]
         return not reasons, reasons
+    if name == beta_n.NAME:
+        return _assess_beta_n(entry, min_loss, max_flops)
     chin = family.entry_chinchilla(entry)
     E, _, _, alpha, beta = chin
     exps = [("eta", entry["params"]["eta"] * 2)] if name in family.TIED else [("alpha", alpha), ("beta", beta)]
@@ -98,6 +100,26 @@ def assess(entry: dict, min_loss: float, max_flops: float) -> tuple[bool, list[s
     if prof and not 0.02 < prof["E_over_min_loss"] < 0.98:
         reasons.append(f"the E profile chose the edge of its grid (E = {prof['E_over_min_loss']:.0%} of the smallest loss)")
     reasons += ratio_reason(optimal_ratio(chin, max_flops), "at the largest fitted compute")
+    opt = entry.get("optimizer", {})
+    if opt.get("n_boot") and opt.get("n_boot_failed", 0) > MAX_BOOT_FAILED * opt["n_boot"]:
+        reasons.append(f"{opt['n_boot_failed']} of {opt['n_boot']} bootstrap refits failed")
+    return not reasons, reasons
+
+
+def _assess_beta_n(entry: dict, min_loss: float, max_flops: float) -> tuple[bool, list[str]]:
+    """chinchilla_beta_n: its exponents (alpha, and beta(N) at both ends of the fitted sizes), gamma
+    off its bounds, E's floor, and its compute-optimal D/N (found numerically) at the largest compute."""
+    p = entry["params"]
+    reasons = _exponent_reasons("alpha", p["alpha"], EXPONENT_RANGE)
+    ends = entry.get("data_exponent", {})
+    for where, value in (("smallest", ends.get("at_smallest_N")), ("largest", ends.get("at_largest_N"))):
+        if value is not None:
+            reasons += [r + f" (data exponent at the {where} N)" for r in _exponent_reasons("beta(N)", value, EXPONENT_RANGE)]
+    lo, hi = beta_n.GAMMA_BOUNDS
+    if not lo * (1 - BOUND_MARGIN) < p["gamma"] < hi * (1 - BOUND_MARGIN):
+        reasons.append(f"gamma = {p['gamma']:.3g} is at its bound ({lo:g}..{hi:g})")
+    reasons += floor_reasons(p["E"], entry["intervals"].get("E"), min_loss, False)
+    reasons += ratio_reason(beta_n.optimal_ratio(p, max_flops), "at the largest fitted compute")
     opt = entry.get("optimizer", {})
     if opt.get("n_boot") and opt.get("n_boot_failed", 0) > MAX_BOOT_FAILED * opt["n_boot"]:
         reasons.append(f"{opt['n_boot_failed']} of {opt['n_boot']} bootstrap refits failed")

@@ -9,7 +9,11 @@ compute). The ranking, best first:
 1. laws that are not flagged unreliable (reliability.py) before those that are;
 2. lowest combined error (a law predicting < 80% of a hold-out's runs, i.e. compute_only at
    unfitted D/N, is not ranked);
-3. on ties, fewer free parameters (they extrapolate further: Gadre et al. 2024).
+3. fewer free parameters on ties, where a tie is within fitset.LAW_TIE (25%) of the best error:
+   a law with more free parameters is selected only when it beats every simpler one by more than
+   that. Backtests reach 2-3x beyond the fitted compute; flexible laws win them by small margins
+   and then drift far out (Gadre et al. 2024: fewer free parameters extrapolate further; measured on
+   the synthetic grids of benchmarks/bench_fit_extrapolation.py).
 
 Without any backtest (runs of < 3 sizes) the order is DEFAULT_ORDER, reliable laws first. The
 allocation law (compute-optimal N and D) is the selected law when it is a member of the L(N, D)
@@ -21,15 +25,20 @@ Pure numpy; no I/O.
 
 from __future__ import annotations
 
+import numpy as np
+
 from scaling_cli.fit import family
 from scaling_cli.fit.backtest import LOSS_LAWS, combined_error
-from scaling_cli.fit.laws import LAWS
+from scaling_cli.fit.fitset import LAW_TIE
+from scaling_cli.fit.laws import FLOPS_PER_PARAM_TOKEN, LAWS
 
 # Order without a backtest: fewer free parameters first among the laws fitted on every run.
-DEFAULT_ORDER = ("overtrain", "chinchilla", "overtrain_fixed_e", "chinchilla_fixed_e", "compute_only")
+DEFAULT_ORDER = ("overtrain", "chinchilla", "overtrain_fixed_e", "chinchilla_fixed_e", "chinchilla_beta_n",
+                 "compute_only")
 
 CRITERION = ("combined error = mean over the hold-outs (largest size, largest compute) of the mean |relative "
-             "error| on the held-out runs; reliable laws first, then lowest combined error, then fewer parameters")
+             "error| on the held-out runs; reliable laws first, then lowest combined error, a law with more free "
+             f"parameters winning only by more than {LAW_TIE:.0%}")
 
 
 def _free(name: str) -> int:
@@ -52,12 +61,29 @@ def ranking(entries: dict, backtests: dict) -> list[dict]:
     return sorted(rows, key=key)
 
 
+def _tie_winner(ranked: list[dict]) -> tuple[dict, str, list[str]]:
+    """(law, note, peers): the first-ranked law, or a simpler one of the same reliability within
+    LAW_TIE of its error; peers are every law of that tie (they backtest alike)."""
+    best = ranked[0]
+    if best["combined_error"] is None:
+        return best, "", [best["law"]]
+    peers = [r for r in ranked if r["reliable"] == best["reliable"] and r["combined_error"] is not None
+             and r["combined_error"] <= best["combined_error"] * (1 + LAW_TIE)]
+    winner = min(peers, key=lambda r: (r["n_free"], r["combined_error"]))
+    names = [r["law"] for r in peers]
+    if winner is best:
+        return best, "", names
+    return winner, (f"; {best['law']} ({best['combined_error']:.2%}, {best['n_free']} free parameters) is within "
+                    f"{LAW_TIE:.0%}, so the simpler {winner['law']} ({winner['n_free']}) is selected"), names
+
+
 def select_loss_law(entries: dict, backtests: dict) -> dict:
     """The selection block of fit.json: the chosen law, why, and the full ranking."""
     ranked = ranking(entries, backtests)
     if not ranked:
         return {"loss_law": None, "reason": "no loss law could be fitted", "ranking": [], "criterion": CRITERION}
-    best = ranked[0]
+    best, tie_note, alike = _tie_winner(ranked)
+    ranked = [best] + [r for r in ranked if r is not best]
     scored = [r for r in ranked if r["combined_error"] is not None]
     if best["combined_error"] is not None:
         peers = [r for r in scored[1:] if r["reliable"] == best["reliable"]][:3]
@@ -74,6 +100,7 @@ def select_loss_law(entries: dict, backtests: dict) -> dict:
         why = "; ".join(f"{h}: {info['reason']}" for h, info in backtests.items() if info.get("reason")) or \
             "no law could be scored on the held-out runs"
         reason = f"no backtest ({why}); default order " + " > ".join(DEFAULT_ORDER)
+    reason += tie_note
     if not best["reliable"]:
         reason += "; every fitted law is flagged unreliable"
     alloc = next((r["law"] for r in ranked if r["law"] in family.MEMBERS), None)
@@ -81,7 +108,7 @@ def select_loss_law(entries: dict, backtests: dict) -> dict:
     return {"loss_law": best["law"], "reason": reason, "criterion": CRITERION, "ranking": ranked,
             "backtest_error": best["combined_error"],
             "backtest": {h: best.get(h) for h in backtests},
-            "allocation_law": alloc,
+            "allocation_law": alloc, "alike": alike,
             "reliable": bool(entry.get("reliable", True)), "reasons": list(entry.get("reasons", []))}
 
 
@@ -104,3 +131,51 @@ def compare_params_kinds(by_kind: dict[str, dict], fitted_kind: str) -> dict:
     note = ("; ".join(f"{k}: best {v['best_law']} {v['best_error']:.2%}" for k, v in kinds.items() if v["best_error"] is not None)
             or "no backtest")
     return {"kinds": kinds, "selected": selected, "fitted": fitted_kind, "note": note}
+
+
+# Where laws that backtest alike are compared, as multiples of the largest fitted compute, and the
+# disagreement (relative) worth telling the user about.
+FAR_DISTANCES = (10.0, 100.0)
+DISAGREEMENT = 0.005
+
+
+def far_agreement(entries: dict, chosen: dict, max_flops: float) -> dict:
+    """What the laws say far beyond the data: each reliable L(N, D) law's loss at FAR_DISTANCES x
+    the largest fitted compute (at the allocation law's compute-optimal D/N, else 20), and a note
+    when the selected law differs by more than DISAGREEMENT from a law that backtests alike (or
+    from the free Chinchilla fit): the held-out runs cannot tell them apart, the extrapolation can."""
+    from scaling_cli.fit import parametric, reliability
+
+    law = chosen.get("loss_law")
+    if law is None or not max_flops:
+        return {}
+    alloc = entries.get(chosen.get("allocation_law") or "", {})
+    ratio = 20.0
+    if alloc.get("status") == "ok" and alloc.get("reliable", True):
+        r = reliability.optimal_ratio(family.entry_chinchilla(alloc), max_flops)
+        ratio = r if np.isfinite(r) and 1.0 <= r <= 1000.0 else ratio
+    compare = [n for n in LOSS_LAWS if n != "compute_only" and entries.get(n, {}).get("status") == "ok"
+               and entries[n].get("reliable", True)]
+    points = []
+    for f in FAR_DISTANCES:
+        c = f * max_flops
+        n_ = float(np.sqrt(c / (FLOPS_PER_PARAM_TOKEN * ratio)))
+        preds = {}
+        for name in set(compare) | {law}:
+            v = parametric.entry_loss(entries[name], n_, ratio * n_, c)
+            if v is not None and np.isfinite(np.ravel(v)[0]):
+                preds[name] = float(np.ravel(v)[0])
+        points.append({"distance": f, "tokens_per_param": ratio, "params": n_, "predictions": preds})
+    far = points[-1]["predictions"]
+    notes = []
+    if law in far:
+        alike = [a for a in chosen.get("alike", []) if a != law and a in far]
+        off = {a: far[a] / far[law] - 1 for a in alike + (["chinchilla"] if "chinchilla" in far and law != "chinchilla" else [])}
+        big = {a: v for a, v in off.items() if abs(v) > DISAGREEMENT}
+        if big:
+            notes.append(f"at {FAR_DISTANCES[-1]:g}x the largest fitted compute the selected {law} predicts "
+                         f"{far[law]:.4g}; " + ", ".join(f"{a}{' (backtests alike)' if a in alike else ' (free fit)'} "
+                                                      f"{far[a]:.4g} ({v:+.1%})" for a, v in big.items())
+                         + ": the held-out runs cannot tell these apart, the extrapolation depends on the form; "
+                           "predict's interval spans the laws that backtest alike")
+    return {"points": points, "notes": notes}

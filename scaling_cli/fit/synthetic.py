@@ -11,7 +11,10 @@ exp(N(0, noise^2)) on the loss, the noise model the Huber-on-log fit assumes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from scaling_cli.fit import curve_laws, laws
 
@@ -122,3 +125,106 @@ def overtrain_runs(sizes=tuple(np.geomspace(1e7, 1.6e8, 5)), multipliers=(5, 10,
     loss = laws.overtrain_loss((c_arr, m_arr), *truth.values()) * np.exp(rng.normal(0, noise, len(n_arr)))
     return _frame(run_id=[f"ot{i}" for i in range(len(n_arr))], params=n_arr, tokens=d_arr, flops=c_arr,
                   loss=loss, ratio=m_arr)
+
+
+# --- benchmark grids with the pathologies of real sweeps -------------------------------------
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A synthetic sweep in the shape of a published design, drawn from a known Chinchilla-form law
+    (`truth` = E, A, B, alpha, beta) with what real sweeps add to it:
+
+    - run scatter: log L gets N(0, run_noise^2) per run and N(0, size_noise^2) shared by a size;
+    - under-trained short runs: log L + u * (d_u / D) (warmup and schedule still dominate a short run);
+    - a capacity deficit of the smallest models: log L + s * (n_s / N) (e.g. embeddings counted as
+      capacity they do not give);
+    - a sub-power-law regime at small N: the N term times (1 + (n_b / N)^kappa)^(-rho), flatter than
+      the power law below n_b;
+    - missing cells: each cell dropped with probability `missing`, never one of the largest size.
+
+    Each seed draws the strength of every pathology uniformly in 0..2x its nominal value, so a
+    benchmark over seeds sees clean grids and bad ones. The truth at a target is the clean law:
+    the pathologies vanish at large N and D, which is what makes them out-of-regime points.
+    """
+
+    name: str
+    truth: tuple[float, float, float, float, float]
+    cells: tuple[tuple[float, float], ...]          # (N, M = D/N)
+    run_noise: float = 0.005
+    size_noise: float = 0.003
+    undertrained: tuple[float, float] = (0.0, 1.0)  # (u, d_u)
+    small_n: tuple[float, float] = (0.0, 1.0)       # (s, n_s)
+    bend: tuple[float, float, float] = (1.0, 1.0, 0.0)  # (n_b, kappa, rho)
+    missing: float = 0.12
+    targets: tuple[tuple[float, float], ...] = ()   # named (N, M) targets of the design
+    note: str = ""
+
+
+def _grid_cells(sizes, multipliers, keep=lambda n, m: True) -> tuple[tuple[float, float], ...]:
+    return tuple((float(n), float(m)) for n in sizes for m in multipliers if keep(n, m))
+
+
+def _isoflop_cells(truth, budgets, per_budget: int, span: float) -> tuple[tuple[float, float], ...]:
+    cells = []
+    for c in budgets:
+        n_opt, _ = laws.chinchilla_optimum(c, *truth)
+        for n in np.geomspace(n_opt / span, n_opt * span, per_budget):
+            cells.append((float(n), float(c / (laws.FLOPS_PER_PARAM_TOKEN * n * n))))
+    return tuple(cells)
+
+
+_EPOCH = tuple(laws.EPOCH_CHINCHILLA.values())
+_GADRE_LIKE = laws.overtrain_to_chinchilla(1.8, 420.0 * 6**0.17, 1260.0 * 6**0.17, 0.17)
+_GADRE_SIZES = (11e6, 22e6, 41e6, 79e6, 154e6, 411e6)
+_GADRE_MS = (5, 10, 20, 40, 80, 160, 320, 640)
+
+BENCHMARK_GRIDS: dict[str, GridSpec] = {g.name: g for g in (
+    GridSpec("chinchilla", _EPOCH, _isoflop_cells(_EPOCH, np.geomspace(6e18, 3e21, 9), 8, 6.0),
+             run_noise=0.006, size_noise=0.0, undertrained=(0.02, 3e9),
+             targets=((70e9, 20), (280e9, 20), (1e12, 20)),
+             note="Epoch's refit of Chinchilla as the truth; IsoFLOP design 6e18-3e21 FLOPs, 8 sizes per budget "
+                  "over 6x either side of N_opt; mildly under-trained short runs"),
+    GridSpec("overtrain", tuple(map(float, _GADRE_LIKE)),
+             _grid_cells(_GADRE_SIZES, _GADRE_MS, lambda n, m: not (n >= 154e6 and m > 160) and not (n >= 411e6 and m > 80)),
+             undertrained=(0.05, 1e8), small_n=(0.03, 2e7),
+             targets=tuple((1.4e9, m) for m in (20, 40, 80, 160, 320, 640)) + ((6.9e9, 20),),
+             note="an over-training design in the shape of Gadre et al. 2024 (11M-411M x 5-640 tokens/param, "
+                  "fewer multipliers at the largest sizes), alpha = beta = 0.34, E = 1.8; under-trained short "
+                  "runs and a capacity deficit at the smallest sizes; targets 1.4B at 20-640 and 6.9B at 20"),
+    GridSpec("porian", (2.3, 210.0, 300.0, 0.32, 0.30),
+             _grid_cells(np.geomspace(5e6, 9e8, 7), (5, 10, 20, 40, 80)),
+             run_noise=0.006, size_noise=0.004, undertrained=(0.03, 1e8), bend=(3e7, 1.0, 0.15),
+             targets=((5e9, 20), (1e10, 20), (1e10, 80)),
+             note="a Porian et al. 2024-like range (5M-900M, 7 sizes x 5 multipliers), parameters ours; a "
+                  "flatter-than-power-law regime below 30M and under-trained short runs"),
+    GridSpec("clean", tuple(map(float, _GADRE_LIKE)),
+             _grid_cells(_GADRE_SIZES, _GADRE_MS, lambda n, m: not (n >= 154e6 and m > 160) and not (n >= 411e6 and m > 80)),
+             targets=tuple((1.4e9, m) for m in (20, 640)) + ((6.9e9, 20),),
+             note="the over-training design without pathologies: a control where every run is in the regime"),
+)}
+
+
+def grid_truth(spec: GridSpec, params: ArrayLike, tokens: ArrayLike) -> np.ndarray:
+    """The clean law of a benchmark grid at (N, D)."""
+    return laws.chinchilla_loss((np.asarray(params, dtype=float), np.asarray(tokens, dtype=float)), *spec.truth)
+
+
+def pathological_runs(spec: GridSpec, seed: int = 0):
+    """One draw of a benchmark grid (see GridSpec): a runs table for `scaling-cli fit`."""
+    rng = np.random.default_rng(seed)
+    k_under, k_small, k_bend = rng.uniform(0.0, 2.0, 3)
+    n = np.array([c[0] for c in spec.cells])
+    d = n * np.array([c[1] for c in spec.cells])
+    keep = (rng.random(len(n)) >= spec.missing) | np.isclose(n, n.max())
+    n, d = n[keep], d[keep]
+    E, A, B, alpha, beta = spec.truth
+    n_b, kappa, rho = spec.bend
+    n_term = A / n**alpha * (1.0 + (n_b / n) ** kappa) ** (-rho * k_bend)
+    clean = E + n_term + B / d**beta
+    excess = k_under * spec.undertrained[0] * spec.undertrained[1] / d + k_small * spec.small_n[0] * spec.small_n[1] / n
+    sizes, inverse = np.unique(n, return_inverse=True)
+    offsets = rng.normal(0.0, spec.size_noise, len(sizes))[inverse]
+    loss = clean * np.exp(excess + offsets + rng.normal(0.0, spec.run_noise, len(n)))
+    return _frame(run_id=[f"{spec.name}{i}" for i in range(len(n))], params=n, tokens=d,
+                  flops=laws.FLOPS_PER_PARAM_TOKEN * n * d, loss=loss)
