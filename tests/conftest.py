@@ -7,9 +7,18 @@ The BPE tokenizer and token arrays of the embedded corpus are built once per tes
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
-import pytest
-import torch
+# `python -m pytest` puts the repository root on sys.path, where the folder kernels/ (installed as
+# scaling_kernels) would shadow Hugging Face's `kernels` package, which transformers imports when it
+# is installed (transformers >= 5 requires it). The tests import the installed packages only.
+_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _ROOT]
+os.environ.setdefault("PYTHONSAFEPATH", "1")  # and the same for every `python -m` / `-c` a test starts (3.11+)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # Tiny proxies are faster on one thread, and two test processes must not fight over cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

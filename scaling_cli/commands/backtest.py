@@ -23,7 +23,7 @@ import sys
 import time
 
 from scaling_cli.commands.fit import (add_fitting_arguments, add_input_arguments, backtest_table, column_spec,
-                                      default_outdir)
+                                      default_outdir, fit_set_option, fit_set_lines)
 
 
 def register(subparsers) -> None:
@@ -62,7 +62,8 @@ def format_backtests(result: dict) -> list[str]:
         lines.append(f"held out: {info['heldout']} ({where}; {info['n_test']} run{'s' * (info['n_test'] != 1)}, "
                      f"fitted on {info['n_train']}; "
                      f"{info['extrapolation_factor']:.3g}x the largest training compute)")
-        lines.append(f"  {'law':<18} {'mean |err|':>10} {'RMSE(log)':>10} {'bias':>8} {'worst':>8} {'in PI':>12}")
+        lines.append(f"  {'law':<18} {'mean |err|':>10} {'RMSE(log)':>10} {'bias':>8} {'worst':>8} {'in PI':>12}"
+                     f" {'in cal. PI':>11}")
         for law, s in info["scores"].items():
             if s.get("status") != "ok" or "mean_abs_rel_error" not in s:
                 lines.append(f"  {law:<18} {s.get('status') or 'no prediction'}: {s.get('reason') or 'no held-out run predicted'}")
@@ -70,8 +71,10 @@ def format_backtests(result: dict) -> list[str]:
             cov = s.get("interval_coverage")
             pi = "n/a" if cov is None else f"{cov:.0%} ({round(cov * info['n_test'] * s['coverage'])}/{round(info['n_test'] * s['coverage'])})"
             part = "" if s["coverage"] >= 1 else f"  (predicts {s['coverage']:.0%} of the runs)"
+            cal = s.get("calibrated_coverage")
+            cal_txt = "n/a" if cal is None else f"{cal:.0%}"
             lines.append(f"  {law:<18} {_pct(s['mean_abs_rel_error']):>10} {s['rmse_log']:>10.4f} "
-                         f"{s['mean_rel_error']:>+8.2%} {_pct(s['max_abs_rel_error']):>8} {pi:>12}{part}")
+                         f"{s['mean_rel_error']:>+8.2%} {_pct(s['max_abs_rel_error']):>8} {pi:>12} {cal_txt:>11}{part}")
     return lines
 
 
@@ -81,11 +84,48 @@ def summary_json(result: dict) -> dict:
     for h, info in result["backtests"].items():
         out[h] = {law: s.get("mean_abs_rel_error") for law, s in info.get("scores", {}).items()}
         out[f"{h}_interval_coverage"] = {law: s.get("interval_coverage") for law, s in info.get("scores", {}).items()}
+        out[f"{h}_calibrated_coverage"] = {law: s.get("calibrated_coverage") for law, s in info.get("scores", {}).items()}
+    out["fit_set"] = result.get("fit_set", {}).get("name")
     out["combined"] = {r["law"]: r["combined_error"] for r in result["selection"].get("ranking", [])}
     if result.get("params_kinds"):
         out["params_kind"] = {"fitted": result["params_kinds"]["fitted"], "selected": result["params_kinds"]["selected"],
                               **{k: v["best_error"] for k, v in result["params_kinds"]["kinds"].items()}}
     return out
+
+
+def _backtest(prepared, options) -> dict:
+    """Fit set, selection and every law's backtest scores, with bootstrap and backtest-calibrated
+    interval coverage of each held-out run."""
+    from scaling_cli.fit import backtest, calibration, fitset, loss_laws, pipeline
+
+    inputs = pipeline.loss_law_inputs(prepared, options)  # the points `fit` fits, curve points included
+    done, kind, derived = inputs.done, inputs.kind, inputs.derived or {}
+    by_kind = dict(inputs.by_kind or {})
+    arrays = [done[k].to_numpy(dtype=float) for k in ("params", "tokens", "flops", "loss")]
+    by_kind[kind] = backtest.backtest(*arrays, options, intervals=options.n_boot > 0, extra=derived.get(kind))
+    if "params_alt" in done.columns and len(by_kind) < 2:
+        other = "nonembed" if kind == "total" else "total"
+        by_kind[other] = backtest.backtest(done["params_alt"].to_numpy(dtype=float), *arrays[1:], options,
+                                           extra=derived.get(other))
+    block = loss_laws.fit_loss_laws(done, options, kind, by_kind, inputs.derived)
+    chosen = fitset.get(block["fit_set"]["name"])
+    rule = None if chosen.name == fitset.DEFAULT else chosen
+    backtests = block["backtests"]
+    if rule is not None and options.n_boot > 0:  # the chosen set's refits again, with their bootstrap
+        backtests = backtest.backtest(*arrays, options, intervals=True, extra=derived.get(kind), fit_set=rule)
+    for name in backtest.LOSS_LAWS:
+        if block["entries"].get(name, {}).get("status") != "ok":
+            continue
+        for holdout, cov in calibration.nested_coverage(*arrays, name, options, backtests, rule,
+                                                         derived.get(kind)).items():
+            backtests[holdout]["scores"][name]["calibrated_coverage"] = cov["coverage"]
+            backtests[holdout]["scores"][name]["calibrated_intervals"] = cov["intervals"]
+    return {"params_kind": kind, "n_runs": int(len(done)), "backtests": backtests, "selection": block["selection"],
+            "fit_set": block["fit_set"], "params_kinds": block["params_kinds"],
+            "reliability": {n: {"reliable": e.get("reliable"), "reasons": e.get("reasons")}
+                            for n, e in block["entries"].items() if e.get("status") == "ok"},
+            "options": options.as_dict(), "n_curve_points": len(derived[kind]) if derived.get(kind) else 0,
+            "source_meta": inputs.prepared.meta}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         options = FitOptions(n_boot=args.n_boot, grid_size=args.grid_size, level=args.level, seed=args.seed,
-                             curve_points=args.curve_points)
+                             curve_points=args.curve_points, fit_set=fit_set_option(args.fit_set))
     except ValueError as err:
         raise UserError(f"{err}; fix --level/--n-boot/--grid-size") from err
     with warnings.catch_warnings(record=True) as caught:
@@ -108,21 +148,9 @@ def run(args: argparse.Namespace) -> int:
     for w in caught:
         if issubclass(w.category, table.DataWarning):
             print(f"scaling-cli backtest: warning: {w.message}", file=sys.stderr)
-    inputs = pipeline.loss_law_inputs(prepared, options)  # the points `fit` fits, curve points included
-    prepared, done, kind, derived = inputs.prepared, inputs.done, inputs.kind, inputs.derived or {}
-    by_kind = dict(inputs.by_kind or {})
-    arrays = [done[k].to_numpy(dtype=float) for k in ("params", "tokens", "flops", "loss")]
-    by_kind[kind] = backtest.backtest(*arrays, options, intervals=options.n_boot > 0, extra=derived.get(kind))
-    if "params_alt" in done.columns and len(by_kind) < 2:
-        other = "nonembed" if kind == "total" else "total"
-        by_kind[other] = backtest.backtest(done["params_alt"].to_numpy(dtype=float), *arrays[1:], options,
-                                           extra=derived.get(other))
-    block = loss_laws.fit_loss_laws(done, options, kind, by_kind, inputs.derived)
-    result = {"source": args.source, "params_kind": kind, "n_runs": int(len(done)),
-              "backtests": block["backtests"], "selection": block["selection"], "params_kinds": block["params_kinds"],
-              "reliability": {n: {"reliable": e.get("reliable"), "reasons": e.get("reasons")}
-                              for n, e in block["entries"].items() if e.get("status") == "ok"},
-              "options": options.as_dict()}
+    with pipeline.one_blas_thread():
+        result = _backtest(prepared, options)
+    result["source"] = args.source
     outdir = args.outdir or default_outdir(args.source, table.is_table(args.source), "backtest")
     plots = []
     if not args.no_plots:
@@ -135,9 +163,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(artifact.to_jsonable(summary_json(result))))
         return 0
-    n_curve = len(derived[kind]) if derived else 0
-    print(f"backtest of {len(done)} runs (one per (N, D) cell) from {prepared.meta['source']}; params: {kind}"
-          + (f"; the L(N, D) laws also train on {n_curve} points derived from curves" if n_curve else ""))
+    n_curve = result.pop("n_curve_points")
+    meta = result.pop("source_meta")
+    print(f"backtest of {result['n_runs']} runs (one per (N, D) cell) from {meta['source']}; params: "
+          f"{result['params_kind']}" + (f"; the L(N, D) laws also train on {n_curve} points derived from curves"
+                                        if n_curve else ""))
+    print("\n".join(fit_set_lines(result)))
     print("\n".join(format_backtests(result)))
     table_lines = backtest_table(result["backtests"], result["selection"], result["params_kinds"])
     print("\n".join(table_lines[1:]))  # the summary table without its header sentence

@@ -63,6 +63,11 @@ def add_fitting_arguments(p, n_boot: int, n_boot_help: str) -> argparse._Argumen
     fit.add_argument("--grid-size", type=int, default=4, help="initial values per parameter: 4 gives 4^5 = 1024 starts (default: 4)")
     fit.add_argument("--level", type=float, default=0.9, help="two-sided interval level (default: 0.9)")
     fit.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
+    fit.add_argument("--fit-set", default="auto", metavar="NAME",
+                     help="which runs the loss laws are fitted on: 'auto' (default) chooses by backtest among all, "
+                          "sqrt_compute, drop_smallest, drop_two_smallest, top_compute, well_trained (fit.json "
+                          "fit_set: every candidate's score and the runs it leaves out); a name forces it, 'all' "
+                          "fits every run")
     fit.add_argument("--curve-points", action=argparse.BooleanOptionalAction, default=None,
                      help="fit the L(N,D) laws on final losses plus annealed-equivalent points derived from each run's "
                           "curve (Tissue curve law per size; a held-out run's points are held out with it). Default: "
@@ -70,6 +75,30 @@ def add_fitting_arguments(p, n_boot: int, n_boot_help: str) -> argparse._Argumen
                           "laws.curve_points: both errors and the decision); --curve-points forces them, "
                           "--no-curve-points skips them")
     return fit
+
+
+def fit_set_option(name: str) -> str:
+    """The --fit-set value, checked (UserError naming the choices)."""
+    from scaling_cli.fit import fitset
+
+    if name != "auto":
+        fitset.get(name)
+    return name
+
+
+def fit_set_lines(report: dict) -> list[str]:
+    """Which runs the loss laws were fitted on, which were left out and why, and the candidates."""
+    fs = report.get("fit_set")
+    if not fs:
+        return []
+    head = f"fit set: {fs['name']} ({fs['reason']})"
+    if fs.get("n_left_out"):
+        shown = ", ".join(fs["left_out"][:6]) + (f", ... ({fs['n_left_out']} in all)" if fs["n_left_out"] > 6 else "")
+        head += f"; left out {fs['n_left_out']} run{'s' * (fs['n_left_out'] != 1)} ({fs['why']}): {shown}"
+    if fs.get("weighting", "uniform") != "uniform":
+        head += f"; weights: {fs['weighting']}"
+    scored = [f"{k} {v['score']:.2%}" for k, v in fs.get("candidates", {}).items() if v.get("score") is not None]
+    return [head] + ([f"  candidates (backtest of their best law): {', '.join(scored)}"] if len(scored) > 1 else [])
 
 
 def add_input_arguments(p) -> None:
@@ -173,7 +202,9 @@ def summarize(report: dict, out_path: str, plots: list[str]) -> str:
         lines.append(f"  {name:<18} {flag}  {text}")
         if not entry.get("reliable", True):
             lines += [f"  {'':<18}   ! {why}" for why in entry.get("reasons", [])]
+    lines += fit_set_lines(report)
     lines += backtest_table(report.get("backtests") or {}, report["selection"], report.get("params_kinds"))
+    lines += [f"  note: {note}" for note in (report["selection"].get("far_agreement") or {}).get("notes", [])]
     lines += summarize_downstream(report.get("downstream") or {})
     lines += summarize_stability(report.get("stability") or {})
     lines.append(f"wrote {out_path}" + (f" and {len(plots)} plot(s)" if plots else ""))
@@ -267,7 +298,8 @@ def run(args: argparse.Namespace) -> int:
     spec = column_spec(args)
     try:
         options = FitOptions(n_boot=args.n_boot, grid_size=args.grid_size, level=args.level, seed=args.seed,
-                             curve_groups=args.curve_groups, curve_points=args.curve_points)
+                             curve_groups=args.curve_groups, curve_points=args.curve_points,
+                             fit_set=fit_set_option(args.fit_set))
     except ValueError as err:
         raise UserError(f"{err}; fix --level/--n-boot/--grid-size") from err
     with warnings.catch_warnings(record=True) as caught:

@@ -40,9 +40,10 @@ def backtests_by_kind(done, fitted_kind: str, options: FitOptions,
     return out
 
 
-# The laws a fit-set candidate is scored with: the L(N, D) laws that answer at any (N, D);
-# compute_only abstains at unfitted D/N and is scored on the chosen set only.
+# The L(N, D) laws (compute_only abstains at unfitted D/N and is scored apart).
 SCREENED_LAWS = family.MEMBERS + (beta_n.NAME,)
+# The laws that judge a fit set (fitset.py): the stiffest members, one exponent for N and D.
+SET_JUDGES = tuple(sorted(family.TIED))
 
 
 def _n_free() -> dict[str, int]:
@@ -74,9 +75,9 @@ def choose_fit_set(done, options: FitOptions, derived: backtest.DerivedPoints | 
         if name == fitset.DEFAULT:
             bt = all_backtests if all_backtests is not None else backtest.backtest(n, d, c, loss, options, extra=derived)
         else:
-            bt = backtest.backtest(n, d, c, loss, options, laws=SCREENED_LAWS, extra=derived, fit_set=fs)
+            bt = backtest.backtest(n, d, c, loss, options, laws=SET_JUDGES, extra=derived, fit_set=fs)
         backtests[name] = bt
-        errors = {law: backtest.combined_error(bt, law) for law in SCREENED_LAWS}
+        errors = {law: backtest.combined_error(bt, law) for law in SET_JUDGES}
         score, law = fitset.candidate_score(errors, _n_free())
         candidates[name] = {"score": score, "law": law, "errors": errors,
                             **fitset.describe_left_out(fs, n, d, c, runs)}
@@ -84,15 +85,16 @@ def choose_fit_set(done, options: FitOptions, derived: backtest.DerivedPoints | 
         name, reason = options.fit_set, f"forced by --fit-set {options.fit_set}"
     else:
         name, reason = fitset.choose({k: (v["score"], v["law"]) for k, v in candidates.items() if "score" in v})
-    if name != fitset.DEFAULT and name in backtests:  # the chosen set's compute_only scores, like every law's
-        rest = backtest.backtest(n, d, c, loss, options, laws=("compute_only",), extra=derived, fit_set=fitset.get(name))
+    if name != fitset.DEFAULT and name in backtests:  # every other law on the chosen set
+        others = tuple(law for law in backtest.LOSS_LAWS if law not in SET_JUDGES)
+        rest = backtest.backtest(n, d, c, loss, options, laws=others, extra=derived, fit_set=fitset.get(name))
         for h, info in rest.items():
             backtests[name][h].setdefault("scores", {}).update(info.get("scores", {}))
     return {"name": name, "reason": reason, "forced": forced, "candidates": candidates, "backtests": backtests,
-            "rule": {"set_margin": fitset.SET_MARGIN, "law_tie": fitset.LAW_TIE,
-                     "criterion": "combined backtest error of the candidate's best law (a law with more free "
-                                  "parameters must beat a simpler one by the law tie); a candidate replaces all "
-                                  "runs only when better by the set margin"}}
+            "rule": {"set_margin": fitset.SET_MARGIN, "law_tie": fitset.LAW_TIE, "judges": list(SET_JUDGES),
+                     "criterion": "combined backtest error of the candidate's best tied-exponent law (fewer free "
+                                  "parameters winning ties within the law tie); a candidate replaces all runs only "
+                                  "when better by the set margin"}}
 
 
 def fit_loss_laws(done, options: FitOptions, fitted_kind: str = "total", by_kind: dict | None = None,

@@ -175,6 +175,7 @@ def _isoflop_cells(truth, budgets, per_budget: int, span: float) -> tuple[tuple[
 
 
 _EPOCH = tuple(laws.EPOCH_CHINCHILLA.values())
+_HOFFMANN = tuple(laws.HOFFMANN_CHINCHILLA.values())
 _GADRE_LIKE = laws.overtrain_to_chinchilla(1.8, 420.0 * 6**0.17, 1260.0 * 6**0.17, 0.17)
 _GADRE_SIZES = (11e6, 22e6, 41e6, 79e6, 154e6, 411e6)
 _GADRE_MS = (5, 10, 20, 40, 80, 160, 320, 640)
@@ -185,6 +186,11 @@ BENCHMARK_GRIDS: dict[str, GridSpec] = {g.name: g for g in (
              targets=((70e9, 20), (280e9, 20), (1e12, 20)),
              note="Epoch's refit of Chinchilla as the truth; IsoFLOP design 6e18-3e21 FLOPs, 8 sizes per budget "
                   "over 6x either side of N_opt; mildly under-trained short runs"),
+    GridSpec("hoffmann", _HOFFMANN, _isoflop_cells(_HOFFMANN, np.geomspace(6e18, 3e21, 9), 8, 6.0),
+             run_noise=0.006, size_noise=0.0, undertrained=(0.02, 3e9),
+             targets=((70e9, 20), (280e9, 20), (1e12, 20)),
+             note="Hoffmann et al.'s published constants (alpha = 0.34, beta = 0.28: far from alpha = beta) as the "
+                  "truth on the same IsoFLOP design: a control for laws and fit sets that assume tied exponents"),
     GridSpec("overtrain", tuple(map(float, _GADRE_LIKE)),
              _grid_cells(_GADRE_SIZES, _GADRE_MS, lambda n, m: not (n >= 154e6 and m > 160) and not (n >= 411e6 and m > 80)),
              undertrained=(0.05, 1e8), small_n=(0.03, 2e7),
