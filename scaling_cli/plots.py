@@ -305,7 +305,8 @@ def plot_backtest(result: dict, outdir: str) -> str | None:
     panels = [(h, info) for h, info in result["backtests"].items() if not info.get("reason")]
     if not panels:
         return None
-    markers = dict(zip(("chinchilla", "chinchilla_fixed_e", "overtrain", "overtrain_fixed_e", "compute_only"), "osD^v"))
+    markers = dict(zip(("chinchilla", "chinchilla_fixed_e", "overtrain", "overtrain_fixed_e", "chinchilla_beta_n",
+                        "compute_only"), "osD^Pv"))
     selected = result.get("selection", {}).get("loss_law")
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
     for ax, (holdout, info) in zip(axes[0], panels):

@@ -172,6 +172,13 @@ def summarize(report: dict, out_path: str, plots: list[str]) -> str:
             used = entry.get("points_used", {})
             if used.get("curve"):
                 text += f"  | points: {used['final']} final + {used['curve']} from curves"
+        elif name == "chinchilla_beta_n":
+            p, iv = entry["params"], entry["intervals"]
+            text = "  ".join(f"{k}={p[k]:.4g}{_fmt_interval(iv[k])}" for k in p if k not in entry.get("fixed", []))
+            ends = entry.get("data_exponent", {})
+            text += (f"  | data exponent {ends.get('at_smallest_N', float('nan')):.3f} at the smallest N, "
+                     f"{ends.get('at_largest_N', float('nan')):.3f} at the largest, RMSE(log L) "
+                     f"{entry['residuals']['rmse_log']:.4f}")
         elif name == "compute_only":
             text = "; ".join(f"D/N≈{g['M']:.3g}: alpha={g['params']['alpha']:.3f}{_fmt_interval(g['intervals']['alpha'])}"
                              for g in entry["groups"][:4])

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scaling_cli.fit import backtest, beta_n, calibration, family, fitset, laws, parametric, reliability, selection
+from scaling_cli.fit import backtest, beta_n, calibration, family, fitset, parametric, reliability, selection
 from scaling_cli.fit.bootstrap import FitOptions
 
 
@@ -47,7 +47,7 @@ SET_JUDGES = tuple(sorted(family.TIED))
 
 
 def _n_free() -> dict[str, int]:
-    return {name: laws.LAWS[name].n_free for name in backtest.LOSS_LAWS}
+    return {name: selection.estimated_parameters(name) for name in backtest.LOSS_LAWS}
 
 
 def choose_fit_set(done, options: FitOptions, derived: backtest.DerivedPoints | None,

@@ -9,9 +9,9 @@ compute). The ranking, best first:
 1. laws that are not flagged unreliable (reliability.py) before those that are;
 2. lowest combined error (a law predicting < 80% of a hold-out's runs, i.e. compute_only at
    unfitted D/N, is not ranked);
-3. fewer free parameters on ties, where a tie is within fitset.LAW_TIE (25%) of the best error:
-   a law with more free parameters is selected only when it beats every simpler one by more than
-   that. Backtests reach 2-3x beyond the fitted compute; flexible laws win them by small margins
+3. fewer estimated parameters on ties, where a tie is within fitset.LAW_TIE (25%) of the best
+   error: a law with more parameters is selected only when it beats every simpler one by more than
+   that (a fixed-E member counts its profiled E: `estimated_parameters`). Backtests reach 2-3x beyond the fitted compute; flexible laws win them by small margins
    and then drift far out (Gadre et al. 2024: fewer free parameters extrapolate further; measured on
    the synthetic grids of benchmarks/bench_fit_extrapolation.py).
 
@@ -41,8 +41,13 @@ CRITERION = ("combined error = mean over the hold-outs (largest size, largest co
              f"parameters winning only by more than {LAW_TIE:.0%}")
 
 
-def _free(name: str) -> int:
-    return LAWS[name].n_free if name in LAWS else 99
+def estimated_parameters(name: str) -> int:
+    """Parameters a law takes from the data: its free ones, plus E for the fixed-E members (their E
+    is chosen by a held-out profile, an estimate like any other). Ties go to fewer."""
+    return LAWS[name].n_free + (name in family.FIXED_E) if name in LAWS else 99
+
+
+_free = estimated_parameters
 
 
 def ranking(entries: dict, backtests: dict) -> list[dict]:
@@ -73,7 +78,7 @@ def _tie_winner(ranked: list[dict]) -> tuple[dict, str, list[str]]:
     names = [r["law"] for r in peers]
     if winner is best:
         return best, "", names
-    return winner, (f"; {best['law']} ({best['combined_error']:.2%}, {best['n_free']} free parameters) is within "
+    return winner, (f"; {best['law']} ({best['combined_error']:.2%}, {best['n_free']} parameters) is within "
                     f"{LAW_TIE:.0%}, so the simpler {winner['law']} ({winner['n_free']}) is selected"), names
 
 
