@@ -53,9 +53,11 @@ def run(args: argparse.Namespace) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"--output: cannot create {path.parent} ({err.strerror or err}); choose a writable path") from err
-    report = diagnose(args.budget_s, probe=not args.no_probe)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(report, indent=1, default=str))
-    tmp.replace(path)
+    def save(report: dict) -> None:  # after every part: a doctor stopped by a time limit keeps what it measured
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(report, indent=1, default=str))
+        tmp.replace(path)
+
+    report = diagnose(args.budget_s, probe=not args.no_probe, save=save)
     print(summary(report, str(path)))
     return 0 if healthy(report) else 1

@@ -6,6 +6,7 @@ the fastest as this GPU's measured plan for the shape. Needs CUDA."""
 from __future__ import annotations
 
 import time
+from typing import Iterator
 
 import torch
 
@@ -52,14 +53,12 @@ def _release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def time_shapes(shapes: list[dict], device: torch.device, deadline: float) -> list[dict]:
-    """time_shape for each shape until time.perf_counter() passes `deadline` (the first is always
-    timed); later shapes are listed as skipped for the time budget."""
-    rows = []
-    for shape in shapes:
-        if rows and time.perf_counter() > deadline:
-            rows.append({**{key: shape[key] for key in ("arch", "heads", "tokens", "dim", "vocab")},
-                         "skipped": "over doctor's time budget (--budget-s)"})
-            continue
-        rows.append(time_shape(shape, device))
-    return rows
+def time_shapes(shapes: list[dict], device: torch.device, deadline: float) -> Iterator[dict]:
+    """time_shape for each shape, one row at a time, until time.perf_counter() passes `deadline`
+    (the first is always timed); later shapes are listed as skipped for the time budget."""
+    for index, shape in enumerate(shapes):
+        if index and time.perf_counter() > deadline:
+            yield {**{key: shape[key] for key in ("arch", "heads", "tokens", "dim", "vocab")},
+                   "skipped": "over doctor's time budget (--budget-s)"}
+        else:
+            yield time_shape(shape, device)
