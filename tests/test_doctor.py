@@ -14,24 +14,16 @@ import math
 import pytest
 import torch
 
-from conftest import TINY_OVERRIDES
+from conftest import TINY_OVERRIDES, triton_interpreting
 from scaling_cli.cli import main
 from scaling_cli.compose import compose
 from scaling_cli.config import ModelConfig
 from scaling_cli.plan import expand
 from scaling_cli.train import kernel_plan
-from scaling_kernels import lce_plan, lce_plan_cache, triton_available
+from scaling_kernels import lce_plan, lce_plan_cache
 
 
-def _interpreting() -> bool:
-    if torch.cuda.is_available() or not triton_available():
-        return False
-    from scaling_kernels import lce_triton
-
-    return lce_triton.INTERPRET
-
-
-cpu_only = pytest.mark.skipif(not _interpreting(), reason="the CPU doctor: no CUDA, triton under TRITON_INTERPRET=1")
+cpu_only = pytest.mark.skipif(not triton_interpreting(), reason="the CPU doctor: triton under TRITON_INTERPRET=1")
 
 
 @pytest.fixture

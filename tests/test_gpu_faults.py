@@ -17,24 +17,16 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_OVERRIDES
+from conftest import TINY_OVERRIDES, triton_interpreting
 from scaling_cli.compose import compose
 from scaling_cli.launch import run_sweep
 from scaling_cli.plan import expand
 from scaling_cli.store import RunStore, load_curves
 from scaling_cli.train import compiled, kernel_plan
-from scaling_kernels import lce_plan_cache, triton_available
+from scaling_kernels import lce_plan_cache
 
 
-def _interpreting() -> bool:
-    if torch.cuda.is_available() or not triton_available():
-        return False
-    from scaling_kernels import lce_triton
-
-    return lce_triton.INTERPRET
-
-
-needs_interpreter = pytest.mark.skipif(not _interpreting(), reason="needs triton under TRITON_INTERPRET=1 on a CPU")
+needs_interpreter = pytest.mark.skipif(not triton_interpreting(), reason="needs triton under TRITON_INTERPRET=1")
 
 # Runs short enough for the Triton interpreter: 3 steps of 2 x 16 tokens, tiny validation, no diagnostics.
 INTERPRETER_RUN = ["model.seq_len=16", "train.batch_size=2", "train.tokens=96", "train.eval_tokens=32",

@@ -15,21 +15,14 @@ import math
 import pytest
 import torch
 
-from scaling_kernels import lce_check, lce_plan, lce_plan_cache, linear_cross_entropy_heads, triton_available
+from conftest import triton_interpreting
+from scaling_kernels import lce_check, lce_plan, lce_plan_cache, linear_cross_entropy_heads
 
 H100_SMS = 132
 GPU = {"gpu": "NVIDIA H100 80GB HBM3", "sms": 132, "torch": "2.9.0", "triton": "3.5.0"}
 
 
-def _interpreting() -> bool:
-    if torch.cuda.is_available() or not triton_available():
-        return False
-    from scaling_kernels import lce_triton
-
-    return lce_triton.INTERPRET
-
-
-needs_interpreter = pytest.mark.skipif(not _interpreting(), reason="needs triton under TRITON_INTERPRET=1 on a CPU")
+needs_interpreter = pytest.mark.skipif(not triton_interpreting(), reason="needs triton under TRITON_INTERPRET=1")
 
 
 @pytest.fixture
