@@ -38,13 +38,14 @@ def candidate_schemes(heads: int, tokens: int, dim: int, vocab: int, elt: int, s
 
 def tune_shape(heads: int, tokens: int, dim: int, vocab: int, dtype: torch.dtype,
                device: torch.device | str = "cuda", budget_s: float | None = None, warmup: int = 1, rep: int = 5,
-               by: str = "doctor", record: bool = True) -> dict:
+               by: str = "doctor", record: bool = True, known_ms: dict[str, float] | None = None) -> dict:
     """Time each candidate scheme (forward + backward, median of `rep` after `warmup`) at this shape
     and record the fastest for this GPU. `budget_s`: stop starting new schemes once this many
-    seconds have gone (the default scheme is always timed); the entry then says complete=False.
-    A scheme that fails (raises, runs out of memory) gets an infinite time and its error.
-    Returns the plan-cache entry plus 'errors' and 'candidates' (no entry is written when
-    nothing could be timed: then 'scheme' is None)."""
+    seconds have gone (at least one is always timed); the entry then says complete=False, and a
+    later call given its `known_ms` (an incomplete entry's timings, same GPU and shape) times only
+    the schemes still missing. A scheme that fails (raises, runs out of memory) gets an infinite
+    time and its error. Returns the plan-cache entry plus 'errors' and 'candidates' (no entry is
+    written when nothing could be timed: then 'scheme' is None)."""
     from . import lce_triton
 
     device = torch.device(device)
@@ -53,12 +54,14 @@ def tune_shape(heads: int, tokens: int, dim: int, vocab: int, dtype: torch.dtype
     candidates = candidate_schemes(heads, tokens, dim, vocab, elt, lce_triton._num_sms(device))
     started = time.perf_counter()
     h, w, y = random_inputs((heads, tokens, dim, vocab), dtype, device)
-    ms: dict[str, float] = {}
+    ms: dict[str, float] = {s: float(t) for s, t in (known_ms or {}).items() if s in candidates}
     configs: dict[str, dict] = {}
     errors: dict[str, str] = {}
-    for scheme in candidates:
-        if budget_s is not None and ms and time.perf_counter() - started > budget_s:
+    timed_now = 0
+    for scheme in (s for s in candidates if s not in ms):
+        if budget_s is not None and timed_now and time.perf_counter() - started > budget_s:
             break
+        timed_now += 1
         try:
             ms[scheme] = time_ms(ours_fn(scheme), h, w, y, warmup, rep)
             configs[scheme] = lce_triton.tuned_configs()

@@ -157,6 +157,10 @@ def test_timing_the_schemes_fills_the_cache_that_the_next_backward_follows(plan_
     # a budget already spent still times the default (what would run anyway), and says it stopped there
     partial = lce_tune.tune_shape(1, 16, 8, 32, torch.float32, "cpu", budget_s=0.0, warmup=0, rep=1, by="test")
     assert list(partial["ms"]) == ["fused"] and not partial["complete"] and partial["scheme"] == "fused"
+    # and the next call with that entry's timings measures only what is missing
+    rest = lce_tune.tune_shape(1, 16, 8, 32, torch.float32, "cpu", warmup=0, rep=1, by="test", known_ms=partial["ms"])
+    assert rest["complete"] and sorted(rest["ms"]) == sorted(lce_plan.SCHEMES)
+    assert rest["ms"]["fused"] == partial["ms"]["fused"]  # kept, not timed again
 
 
 # ------------------------------------------------------------------------ the reference check

@@ -9,7 +9,8 @@ For the Triton loss (CUDA, or TRITON_INTERPRET=1 with model.loss_impl=triton):
    scaling_kernels.lce_plan_cache) trains on the torch path, and the run says why;
 2. a shape this GPU has no measured plan for is timed now, every candidate backward scheme within
    `train.kernel_tune_s` seconds (scaling_kernels.lce_tune), and the fastest kept in the plan cache
-   for every later pack and sweep; 0 keeps the planner's default;
+   for every later pack and sweep; a measurement the budget cut short goes on in the next process
+   that meets the shape; 0 keeps the planner's default (or what was measured);
 3. the plan's scheme is checked against the fp32 oracle at this shape's d, V, dtype and soft-cap
    on a slice of the tokens (scaling_kernels.lce_check); a kernel that fails it sends this shape
    to the torch path, with the errors in the record.
@@ -96,9 +97,10 @@ def _decide(cfg: ModelConfig, heads: int, tokens: int, dtype: torch.dtype, devic
                                  "`scaling-cli doctor` checks them again", {"reference_check": verdict})
     record: dict = {"impl": "triton"}
     elt = dtype.itemsize
-    if tune_s > 0 and lce_plan_cache.lookup(identity, heads, tokens, cfg.d_model, cfg.vocab_size, elt) is None:
+    known = lce_plan_cache.lookup(identity, heads, tokens, cfg.d_model, cfg.vocab_size, elt)
+    if tune_s > 0 and (known is None or not known.get("complete")):  # an unfinished measurement goes on
         tuned = lce_tune.tune_shape(heads, tokens, cfg.d_model, cfg.vocab_size, dtype, device, budget_s=tune_s,
-                                    warmup=1, rep=3, by="sweep")
+                                    warmup=1, rep=3, by="sweep", known_ms=(known or {}).get("ms"))
         record["tuned"] = {"seconds": round(tuned["seconds"], 3), "ms": tuned["ms"], "complete": tuned["complete"],
                            **({"errors": tuned["errors"]} if tuned["errors"] else {})}
     plan = lce_triton.shape_plan(heads, tokens, cfg.d_model, cfg.vocab_size, dtype, device)
