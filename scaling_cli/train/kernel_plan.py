@@ -99,15 +99,18 @@ def _decide(cfg: ModelConfig, heads: int, tokens: int, dtype: torch.dtype, devic
     elt = dtype.itemsize
     known = lce_plan_cache.lookup(identity, heads, tokens, cfg.d_model, cfg.vocab_size, elt)
     if tune_s > 0 and (known is None or not known.get("complete")):  # an unfinished measurement goes on
-        tuned = lce_tune.tune_shape(heads, tokens, cfg.d_model, cfg.vocab_size, dtype, device, budget_s=tune_s,
-                                    warmup=1, rep=3, by="sweep", known_ms=(known or {}).get("ms"))
-        record["tuned"] = {"seconds": round(tuned["seconds"], 3), "ms": tuned["ms"], "complete": tuned["complete"],
-                           **({"errors": tuned["errors"]} if tuned["errors"] else {})}
+        try:
+            tuned = lce_tune.tune_shape(heads, tokens, cfg.d_model, cfg.vocab_size, dtype, device, budget_s=tune_s,
+                                        warmup=1, rep=3, by="sweep", known_ms=(known or {}).get("ms"))
+            record["tuned"] = {"seconds": round(tuned["seconds"], 3), "ms": tuned["ms"],
+                               "complete": tuned["complete"], **({"errors": tuned["errors"]} if tuned["errors"] else {})}
+        except Exception as err:  # noqa: BLE001 - timing is an optimisation; the default plan still trains
+            record["tuned"] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"}
     plan = lce_triton.shape_plan(heads, tokens, cfg.d_model, cfg.vocab_size, dtype, device)
     record.update(scheme=plan.scheme, source=plan.source)
     entry = lce_plan_cache.lookup(identity, heads, tokens, cfg.d_model, cfg.vocab_size, elt)
     if plan.source == "measured" and entry:
-        record["measured_ms"] = entry.get("ms")
+        record.update(measured_ms=entry.get("ms"), measured_by=entry.get("by"), measured_complete=entry.get("complete"))
     check_tokens = CHECK_TOKENS if device.type == "cuda" else INTERPRETER_CHECK_TOKENS
     case = lce_check.Case(min(heads, CHECK_HEADS), min(tokens, check_tokens), cfg.d_model, cfg.vocab_size, dtype,
                           softcap=cfg.logit_softcap, scheme=plan.scheme)
