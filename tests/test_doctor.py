@@ -125,3 +125,28 @@ def test_the_pack_probe_times_a_pack_against_the_plain_model(tmp_path):
     memory = probe["memory"]
     assert memory["estimate_bytes"] > 0 and memory["measured_peak_bytes"] is None  # no CUDA: no peak to measure
     assert probe["pack_mfu"] is None  # no GPU peak FLOP/s to divide by
+
+
+@cpu_only
+def test_the_table_prints_timings_and_the_probe_when_a_gpu_measured_them(cache, tmp_path):
+    """The GPU rows of the table, from rows the real functions produced here (CPU numbers)."""
+    from scaling_cli.doctor import machine
+    from scaling_cli.doctor.probe import probe_pack
+    from scaling_cli.doctor.report import summary
+    from scaling_cli.doctor.timing import time_shape
+
+    shape = {"arch": "d8 L1", "heads": 1, "tokens": 16, "dim": 8, "vocab": 64}
+    row = time_shape(shape, torch.device("cpu"), warmup=0, rep=1, peers=("floor",), dtype=torch.float32)
+    pack = expand(compose(["sweep=single", *TINY_OVERRIDES, "eval=none", "sweep.grid={optim.lr:[1e-3,2e-3]}",
+                           f"store.root={tmp_path}"]))
+    probe = probe_pack(pack, torch.device("cpu"), warmup=1, steps=1, compile_model=False)
+    report = {"mode": "gpu", "machine": machine.machine_info(), "seconds": 1.0, "not_run": [],
+              "reference": {"triton": {"ok": None, "skipped": "not on this machine", "cases": []},
+                            "torch": {"ok": True, "backend": "cpu", "cases": []}},
+              "gpu_default": {"free_bytes": 70 << 30, "free_bytes_assumed": False, "packs": [2]},
+              "plans": [], "timings": [row, {**shape, "arch": "d16 L1", "skipped": "over budget"}], "probe": probe,
+              "plan_cache": lce_plan_cache.state(None)}
+    table = summary(report, "report.json")
+    assert "loss kernel timings" in table and "x the 3-matmul floor" in table and "skipped: over budget" in table
+    assert f"{row['floor_ms']:9.3f}" in table and f"{row['x_floor'][row['scheme']]:.2f}x" in table
+    assert f"pack of 2 x {probe['arch']}" in table and f"{probe['pack_tokens_per_s']:,.0f} tok/s" in table

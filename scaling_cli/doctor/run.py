@@ -45,6 +45,8 @@ def diagnose(budget_s: float = DEFAULT_BUDGET_S, probe: bool = True,
     report["reference"] = checks
     report["reference"]["verdict_recorded"] = kernel_checks.record_verdict(checks, device) is not None
     done_with("reference")
+    if on_gpu:  # what a fresh sweep process would see: the checks' cached blocks given back first
+        torch.cuda.empty_cache()
     free = torch.cuda.mem_get_info(device)[0] if on_gpu else None
     packs = default_shapes.gpu_default_packs(free)
     shapes = default_shapes.loss_shapes(packs)
