@@ -99,8 +99,7 @@ def summarise_store(root: str) -> dict:
 def gpu_peak() -> tuple[str, float | None]:
     import torch
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from bench_train_step import peak_flops
+    from scaling_cli.train.throughput import peak_flops
 
     if not torch.cuda.is_available():
         return "CPU (no CUDA)", None

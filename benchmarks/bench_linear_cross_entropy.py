@@ -23,7 +23,8 @@ an fp32 reference (our chunked PyTorch reference on fp32 copies of the same bf16
 prints its error and the run goes on. --profile adds, for ours, fwd and bwd ms (CUDA events) and
 the heaviest kernels (torch.profiler). The loss is the mean over tokens per head, summed over heads.
 
-Needs CUDA (``--help`` works anywhere). Budget: the defaults take a few minutes on an H100, most
+The peers, the timer and the fp32 reference live in ``scaling_kernels.lce_bench`` (shared with
+``scaling-cli doctor``). Needs CUDA (``--help`` works anywhere). Budget: the defaults take a few minutes on an H100, most
 of it compiling (torch.compile and our autotuning); trim with --impls / --schemes / --shapes.
 """
 
@@ -34,20 +35,17 @@ import statistics
 import sys
 import time
 import traceback
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
+
+from scaling_kernels.lce_bench import PEERS, Fn, extra_mib, make_fn, ours_fn, reference, rel_err, time_ms
 
 # (K, T, d, V): the issue's four shapes, the pack of 16 d128 proxies, and one d128 proxy
 DEFAULT_SHAPES = [(1, 16384, 256, 32768), (1, 16384, 512, 50304), (1, 32768, 768, 50304), (1, 8192, 2304, 256000),
                   (16, 16384, 128, 32768), (1, 16384, 128, 32768)]
-PEERS = ("floor", "eager", "compile", "ours", "liger", "cce")
 DEVICE = "cuda"
 SCHEMES = ("fused", "owners", "supertile")
 MIB = 2**20
-
-Fn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def parse_shape(text: str) -> tuple[int, int, int, int]:
@@ -65,125 +63,9 @@ def _label(shape: tuple[int, int, int, int]) -> str:
     return f"{t}x{d}x{v}" if k == 1 else f"{k}x({t},{d},{v})"
 
 
-# ------------------------------------------------------------------------- implementations
-
-def _eager_loss(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-head mean CE summed over heads; h [K, T, d], w [K, V, d], y [K, T]."""
-    logits = torch.bmm(h, w.transpose(1, 2))
-    return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum") / h.shape[1]
-
-
-def _floor(h, w, y):
-    hd, wd = h.detach(), w.detach()
-    logits = torch.bmm(hd, wd.transpose(1, 2))  # stands in for its own gradient G
-    torch.bmm(logits, wd)
-    torch.bmm(logits.transpose(1, 2), hd)
-    return logits.new_zeros(())
-
-
-def make_fn(name: str, scheme: str | None = None) -> Fn | None:
-    """A peer's fn(h, w, y) -> loss, having run the backward; None when its package is not installed.
-    (Ours, one per backward scheme, comes from ``_ours_fn``.)"""
-    if name == "floor":
-        return _floor
-    if name == "eager":
-        def fn(h, w, y):
-            loss = _eager_loss(h, w, y)
-            loss.backward()
-            return loss
-        return fn
-    if name == "compile":
-        compiled = torch.compile(_eager_loss)
-
-        def fn(h, w, y):
-            loss = compiled(h, w, y)
-            loss.backward()
-            return loss
-        return fn
-    if name == "liger":
-        try:
-            from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
-        except ImportError:
-            return None
-        liger = LigerFusedLinearCrossEntropyLoss()
-
-        def fn(h, w, y):
-            loss = sum(liger(w[k], h[k], y[k]) for k in range(h.shape[0]))
-            loss.backward()
-            return loss
-        return fn
-    if name == "cce":
-        try:
-            from cut_cross_entropy import linear_cross_entropy as cce
-        except ImportError:
-            return None
-
-        def fn(h, w, y):
-            loss = sum(cce(h[k], w[k], y[k]) for k in range(h.shape[0]))
-            loss.backward()
-            return loss
-        return fn
-    raise ValueError(name)
-
-
-# ------------------------------------------------------------------------------- measuring
-
 def _clear(*tensors: torch.Tensor) -> None:
     for t in tensors:
         t.grad = None
-
-
-def time_ms(fn: Fn, h, w, y, warmup: int, rep: int) -> float:
-    for _ in range(warmup):  # compilation, autotuning, allocator warm-up
-        _clear(h, w)
-        fn(h, w, y)
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(rep):
-        _clear(h, w)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn(h, w, y)
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def extra_mib(fn: Fn, h, w, y) -> tuple[float, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """(peak beyond inputs and gradients, loss, dH, dW) of one run after warm-up."""
-    _clear(h, w)
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    loss = fn(h, w, y)
-    torch.cuda.synchronize()
-    grads = sum(t.grad.nbytes for t in (h, w) if t.grad is not None)
-    extra = max(0, torch.cuda.max_memory_allocated() - base - grads)
-    return extra / MIB, loss.detach().float(), h.grad, w.grad
-
-
-def reference(h, w, y) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """fp32 loss and gradients of the same bf16 inputs (chunked, so any default shape fits)."""
-    from scaling_kernels import lce_reference, linear_cross_entropy_heads
-
-    saved = lce_reference.CHUNK_BYTES
-    lce_reference.CHUNK_BYTES = 1 << 30  # fewer, larger chunks: fine on a GPU, much faster
-    try:
-        h32 = h.detach().float().requires_grad_()
-        w32 = w.detach().float().requires_grad_()
-        loss = linear_cross_entropy_heads(h32, w32, y, impl="torch").sum()
-        loss.backward()
-    finally:
-        lce_reference.CHUNK_BYTES = saved
-    return loss.detach(), h32.grad, w32.grad
-
-
-def rel_err(a: torch.Tensor | None, b: torch.Tensor) -> str:
-    if a is None:
-        return "-"
-    a = a.float().reshape(b.shape)
-    return f"{((a - b).norm() / b.norm().clamp(min=1e-30)).item():.2e}"
 
 
 def profile_ours(fn: Fn, h, w, y, reps: int = 3, top: int = 8) -> None:
@@ -218,23 +100,6 @@ def profile_ours(fn: Fn, h, w, y, reps: int = 3, top: int = 8) -> None:
 
 
 # ------------------------------------------------------------------------------------ main
-
-def _ours_fn(scheme: str) -> Fn:
-    from scaling_kernels import linear_cross_entropy, linear_cross_entropy_heads
-
-    def forward_only(h, w, y):
-        if h.shape[0] == 1:
-            return linear_cross_entropy(h[0], w[0], y[0], impl="triton", scheme=scheme)
-        return linear_cross_entropy_heads(h, w, y, impl="triton", scheme=scheme).sum()
-
-    def fn(h, w, y):
-        loss = forward_only(h, w, y)
-        loss.backward()
-        return loss
-
-    fn.forward_only = forward_only  # type: ignore[attr-defined]
-    return fn
-
 
 def _plan_note(shape, scheme: str, dtype: torch.dtype) -> tuple[str, str]:
     """(label of the scheme that runs, a short plan description)."""
@@ -304,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         rows: list[tuple[str, Fn | None, str | None]] = []
         for name in names:
             if name == "ours":
-                rows += [(f"ours:{s}", _ours_fn(s), s) for s in schemes]
+                rows += [(f"ours:{s}", ours_fn(s), s) for s in schemes]
             else:
                 rows.append((name, None, None))
         floor_ms = None
@@ -337,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             if ref is None or row == "floor":
                 errs = ("-", "-", "-")
             else:
-                errs = (f"{(abs(loss - ref[0]) / abs(ref[0])).item():.2e}", rel_err(dh, ref[1]), rel_err(dw, ref[2]))
+                errs = (f"{(abs(loss - ref[0]) / abs(ref[0])).item():.2e}", f"{rel_err(dh, ref[1]):.2e}",
+                        f"{rel_err(dw, ref[2]):.2e}")
             print(f"{label:>22} {row:>20} {ms:9.3f} {ratio:>8} {extra:10.1f} {errs[0]:>9} {errs[1]:>9} {errs[2]:>9} "
                   f"{time.perf_counter() - started:5.0f}", flush=True)
             if note:

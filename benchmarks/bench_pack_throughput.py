@@ -10,7 +10,7 @@
         --vocab 512 --seq-len 64 --batch 4 --packs 2,4 --steps 3              # smoke run
 
 For each shape (d_model x n_layer, n_head = d_model / 64, GELU MLP) times, in one process, the
-plain-PyTorch baseline a user would otherwise run (benchmarks/plain_gpt.py: a nanoGPT-style model,
+plain-PyTorch baseline a user would otherwise run (scaling_cli/model/plain_gpt.py: a nanoGPT-style model,
 torch.compile, bf16, fused AdamW, at --plain-batch sequences, 64 by default), the solo training step
 exactly as benchmarks/bench_train_step.py does it (GPT, fused AdamW, clipping, bf16 autocast on
 CUDA) and the pack trainer's step for packs of K members (PackedGPT built from K seeded GPTs,
@@ -29,9 +29,6 @@ sweep=gpu_default` from a cold process, with the share of its packs' first steps
 from __future__ import annotations
 
 import argparse
-import dataclasses
-from contextlib import nullcontext
-import gc
 import platform
 import shlex
 import subprocess
@@ -39,32 +36,19 @@ import sys
 import tempfile
 import time
 from functools import partial
-from typing import Callable
 
 import torch
 
-from scaling_cli.config import ModelConfig, OptimConfig
-from scaling_cli.model.counting import flops_per_token
-from scaling_cli.model.gpt import GPT
+from scaling_cli.config import ModelConfig
 from scaling_cli.memory import training_bytes
-from scaling_cli.model.packed_gpt import PackedGPT, head_losses
-from scaling_cli.train import compiled
-from scaling_cli.train.compiled import StepCompiler
-from scaling_cli.train.packed_adamw import PackedAdamW
-from scaling_cli.train.trainer import autocast_context
+from scaling_cli.model.counting import flops_per_token
+from scaling_cli.model.plain_gpt import plain_step
+from scaling_cli.train.throughput import Result, measure, pack_step, peak_flops, sync
 
-from bench_train_step import peak_flops, solo_step  # benchmarks/ is on sys.path when run as a script
-from plain_gpt import plain_step
+from bench_train_step import solo_step  # benchmarks/ is on sys.path when run as a script
 
 DEFAULT_SHAPES = "128x4,256x4,384x6,512x8,768x12"
 GIB = 1 << 30
-
-
-@dataclasses.dataclass
-class Result:
-    tokens_per_s: float | None = None  # None: the configuration ran out of memory
-    peak_bytes: int | None = None
-    warmup_s: float | None = None
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -84,89 +68,6 @@ def model_config(d_model: int, n_layer: int, vocab: int, seq_len: int) -> ModelC
 def estimated_bytes(cfg: ModelConfig, batch: int, members: int) -> int:
     """The planner's memory estimate for a pack (what sizes automatic packs)."""
     return members * training_bytes(cfg, batch)
-
-
-def pack_step(cfg: ModelConfig, members: int, batch: int, compile_model: bool,
-              device: torch.device, compile_mode: str = "default") -> Callable[[], None]:
-    """pack_trainer.train_pack's step, without the logging, diagnostics and data loading."""
-    states = []
-    for seed in range(members):
-        torch.manual_seed(seed)
-        # Initialised on the device rather than the CPU as train_pack does: the values are the
-        # same kind of N(0, init_std) either way, and a CPU init of 16 x 110M parameters would
-        # take longer than the timing itself.
-        with torch.device(device):
-            states.append(GPT(cfg).state_dict())
-    with torch.device(device):
-        packed = PackedGPT([cfg] * members)
-    packed.load_member_states(states)
-    del states
-    optimizer = PackedAdamW(packed, [OptimConfig()] * members)
-    compiler = StepCompiler(compile_mode, pack=True) if compile_model else None
-    lrs = [OptimConfig().lr] * members
-    x = torch.randint(0, cfg.vocab_size, (members, batch, cfg.seq_len), device=device)
-    y = torch.randint(0, cfg.vocab_size, (members, batch, cfg.seq_len), device=device)
-    packed.train()
-
-    def step() -> None:
-        with autocast_context(device, "auto"), (compiler.forward(packed) if compiler else nullcontext()):
-            if compiler:
-                losses = compiler.head(packed, packed.trunk(x, compiler.run_block), y)
-            else:
-                losses = head_losses(packed, packed.trunk(x), y)
-        losses.sum().backward()
-        optimizer.clip_grad_norms()
-        optimizer.step(lrs)
-        optimizer.zero_grad()
-
-    return step
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def release(device: torch.device) -> None:
-    """Give back what the previous configuration held, so its peak never leaks into the next row."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def measure(build: Callable[[], Callable[[], None]], tokens_per_step: int, warmup: int, steps: int,
-            device: torch.device) -> Result:
-    # Each configuration compiles cold in this process, so its compile time is its own (in a sweep,
-    # packs of one shape share a graph: the pack axis is dynamic, see scaling_cli.train.compiled; the
-    # on-disk compile cache, $SCALING_CLI_CACHE/compile, may still serve a repeat of this benchmark).
-    compiled.reset()
-    release(device)
-    result = Result()
-    try:
-        step = build()
-        sync(device)
-        # After the build: constructing a pack briefly holds its members' GPT state dicts and the
-        # stacked copy, a transient the training step never sees again.
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        for _ in range(warmup):
-            step()
-        sync(device)
-        result.warmup_s = time.perf_counter() - start
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync(device)
-        result.tokens_per_s = tokens_per_step * steps / (time.perf_counter() - start)
-        if device.type == "cuda":
-            result.peak_bytes = torch.cuda.max_memory_allocated()
-    except torch.cuda.OutOfMemoryError:
-        result = Result()
-    # Outside the except block: the traceback (and the tensors its frames hold) is gone by now.
-    step = None
-    release(device)
-    return result
 
 
 def machine(device: torch.device) -> str:

@@ -22,15 +22,8 @@ from scaling_cli.config import ModelConfig, OptimConfig
 from scaling_cli.model.counting import flops_per_token
 from scaling_cli.model.gpt import GPT
 from scaling_cli.train.compiled import StepCompiler
+from scaling_cli.train.throughput import peak_flops
 from scaling_cli.train.trainer import build_optimizer
-
-# Dense bf16 tensor-core peaks (vendor datasheets, without sparsity).
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "4090": 165e12}
-
-
-def peak_flops(name: str) -> float | None:
-    return next((v for k, v in PEAK_BF16.items() if k in name), None)
-
 
 def solo_step(cfg: ModelConfig, batch: int, compile_model: bool, device: torch.device,
               compile_mode: str = "default") -> Callable[[], None]:

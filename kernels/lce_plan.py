@@ -36,17 +36,26 @@ costs more than the GEMM that reads it), ``supertile`` above it and for vocabula
 give every SM a vocab tile. The SCALING_KERNELS_LCE_BWD
 environment variable (or the ``scheme`` argument of linear_cross_entropy) overrides the choice,
 so benchmarks/bench_linear_cross_entropy.py can time every scheme side by side.
+
+Measured plans. ``plan_backward(..., measured=lookup)`` asks ``lookup(heads, tokens, dim, vocab,
+elt)`` for the scheme that was timed fastest on this GPU at this shape bucket (``lce_plan_cache``
+reads it from the per-GPU plan cache that ``lce_tune`` fills); the plan says where its scheme
+came from in ``source``: 'requested' (the argument or the environment variable), 'measured', or
+'default' (nothing measured: the assumption above). The lookup is injected, so this module stays
+pure and its decisions testable without a cache or a GPU.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["SCHEMES", "ForwardPlan", "BackwardPlan", "plan_forward", "plan_backward", "bucket",
-           "scheme_override", "workspace_bytes", "MAX_RESIDENT_D"]
+__all__ = ["SCHEMES", "SOURCES", "ForwardPlan", "BackwardPlan", "MeasuredLookup", "plan_forward", "plan_backward",
+           "choose_scheme", "bucket", "scheme_override", "workspace_bytes", "MAX_RESIDENT_D"]
 
 SCHEMES = ("supertile", "owners", "fused")
+SOURCES = ("requested", "measured", "default")  # where a backward plan's scheme came from
 ENV_SCHEME = "SCALING_KERNELS_LCE_BWD"
 ENV_FORWARD = "SCALING_KERNELS_LCE_FWD"  # 'resident' (default where d allows) or 'stream'
 
@@ -133,6 +142,11 @@ class BackwardPlan:
     dw_fp32_acc: bool  # dW summed across token chunks in an fp32 buffer (else in its own dtype)
     tok_bucket: int
     voc_bucket: int
+    source: str = "default"  # SOURCES: who chose the scheme
+
+
+MeasuredLookup = Callable[[int, int, int, int, int], "str | None"]
+"""(heads, tokens, dim, vocab, elt) -> the scheme measured fastest at that shape on this GPU, or None."""
 
 
 def scheme_override(requested: str, env: dict | None = None) -> str:
@@ -154,18 +168,30 @@ def default_scheme(heads: int, dim: int, vocab: int, sms: int) -> str:
     return "fused"
 
 
+def choose_scheme(heads: int, tokens: int, dim: int, vocab: int, elt: int, sms: int, scheme: str = "auto",
+                  env: dict | None = None, measured: MeasuredLookup | None = None) -> tuple[str, str]:
+    """(scheme, source): a requested scheme, else the measured one, else the default. A measured
+    answer that is not a scheme (a damaged cache) counts as nothing measured."""
+    scheme = scheme_override(scheme, env)
+    if scheme != "auto":
+        chosen, source = scheme, "requested"
+    else:
+        found = measured(heads, tokens, dim, vocab, elt) if measured is not None else None
+        chosen, source = (found, "measured") if found in SCHEMES else (default_scheme(heads, dim, vocab, sms), "default")
+    if chosen in ("owners", "fused") and dim > MAX_RESIDENT_D:
+        chosen = "supertile"
+    return chosen, source
+
+
 def plan_backward(heads: int, tokens: int, dim: int, vocab: int, elt: int, sms: int, scheme: str = "auto",
                   env: dict | None = None, split_align: int = SPLIT_ALIGN,
-                  min_split_v: int = MIN_SPLIT_V) -> BackwardPlan:
+                  min_split_v: int = MIN_SPLIT_V, measured: MeasuredLookup | None = None) -> BackwardPlan:
     """elt: bytes per element of the inputs (2 for bf16, 4 for fp32). fp32 inputs accumulate
-    straight into their fp32 gradients, so they need no fp32 buffers and no chunks."""
-    scheme = scheme_override(scheme, env)
-    if scheme == "auto":
-        scheme = default_scheme(heads, dim, vocab, sms)
-    if scheme in ("owners", "fused") and dim > MAX_RESIDENT_D:
-        scheme = "supertile"
+    straight into their fp32 gradients, so they need no fp32 buffers and no chunks. ``measured``:
+    the plan cache's lookup (module docstring), consulted only when no scheme is requested."""
+    scheme, source = choose_scheme(heads, tokens, dim, vocab, elt, sms, scheme, env, measured)
     low_precision = elt < 4
-    keys = dict(tok_bucket=bucket(heads * tokens), voc_bucket=bucket(vocab))
+    keys = dict(tok_bucket=bucket(heads * tokens), voc_bucket=bucket(vocab), source=source)
     if scheme == "fused":
         group, chunk = heads, tokens
         head_bytes = tokens * dim * 4

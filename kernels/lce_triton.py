@@ -19,6 +19,11 @@ kernels that accumulate get their outputs zeroed or copied while configs are tri
 run will use, before the step whose memory is measured or planned, so none of that lands in it.
 Under ``TRITON_INTERPRET=1`` (CPU tests) nothing is autotuned: small fixed tiles run instead.
 
+Plans. Each backward asks ``lce_plan`` for its scheme, passing the per-GPU plan cache's lookup
+(``lce_plan_cache``, keyed by ``device_identity``): a scheme measured on this GPU at this shape wins
+over the default. ``plans_used()`` lists, per shape bucket, the plan this process followed and
+where its scheme came from (measured / default / requested).
+
 Tile configs below are ASSUMPTIONS AWAITING AN H100: sizes that suit wgmma (128-wide M tiles,
 64-256 wide N) with 2-4 pipeline stages, listed per d class below and checked for sm_90 by
 benchmarks/compile_lce_sm90.py (no spills, shared memory within the SM).
@@ -33,11 +38,12 @@ import torch
 import triton
 from torch import Tensor
 
-from . import lce_plan
+from . import lce_plan, lce_plan_cache
 from .lce_plan import BackwardPlan
 from .lce_triton_kernels import _dh_kernel, _dw_kernel, _fwd_kernel, _g_tile_kernel
 
-__all__ = ["lse_forward", "grads", "prepare", "INTERPRET"]
+__all__ = ["lse_forward", "grads", "prepare", "backward_plan", "shape_plan", "device_identity", "plans_used",
+           "tuned_configs", "INTERPRET"]
 
 # Read once: @triton.jit decides at decoration time whether to interpret.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -219,8 +225,56 @@ def grads(h: Tensor, w: Tensor, y: Tensor, lse: Tensor, dlse: Tensor, dtgt: Tens
 def backward_plan(h: Tensor, w: Tensor, scheme: str = "auto") -> BackwardPlan:
     """The plan ``grads`` follows for these inputs (benchmarks print its scheme)."""
     heads, tokens, dim = h.shape
-    return lce_plan.plan_backward(heads, tokens, dim, w.shape[1], h.element_size(), _num_sms(h.device), scheme,
-                                  **_split_args())
+    return shape_plan(heads, tokens, dim, w.shape[1], h.dtype, h.device, scheme)
+
+
+_plans_used: dict[tuple[str, str], BackwardPlan] = {}
+
+
+def shape_plan(heads: int, tokens: int, dim: int, vocab: int, dtype: torch.dtype, device: torch.device,
+               scheme: str = "auto") -> BackwardPlan:
+    """The backward plan for a shape on a device: the plan cache's measured scheme when there is
+    one (``scheme='auto'`` and no SCALING_KERNELS_LCE_BWD), else the planner's default."""
+    elt = dtype.itemsize
+    identity = device_identity(device)
+    plan = lce_plan.plan_backward(heads, tokens, dim, vocab, elt, _num_sms(device), scheme,
+                                  measured=lce_plan_cache.measured_lookup(identity), **_split_args())
+    key = (lce_plan_cache.device_key(identity), lce_plan_cache.shape_key(heads, tokens, dim, vocab, elt))
+    _plans_used[key] = plan
+    return plan
+
+
+def plans_used() -> dict[str, dict]:
+    """{shape bucket: {'scheme', 'source'}} of the latest plan this process made per shape bucket
+    (on its latest device)."""
+    return {shape: {"scheme": plan.scheme, "source": plan.source} for (_, shape), plan in _plans_used.items()}
+
+
+def device_identity(device: torch.device | str | None = None) -> dict:
+    """What a measured plan is valid for: the GPU (name, SMs), torch and triton. Under the
+    interpreter, a GPU of its own ('triton-interpreter'), so CPU tests exercise the cache."""
+    if INTERPRET:
+        return dict(_identity("triton-interpreter", _INTERPRET_SMS))
+    device = torch.device(device if device is not None else "cuda")
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return dict(_gpu_identity(index))
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu_identity(index: int) -> tuple:
+    return _identity(torch.cuda.get_device_name(index), _sms(index))
+
+
+def _identity(gpu: str, sms: int) -> tuple:
+    return (("gpu", gpu), ("sms", sms), ("torch", torch.__version__), ("triton", triton.__version__))
+
+
+def tuned_configs() -> dict[str, str]:
+    """The tile config the autotuner picked last for each kernel that ran (empty under the
+    interpreter, which runs fixed tiles): the block sizes a measured plan was timed with."""
+    kernels = {"forward": _fwd, "dh": _dh, "dw": _dw, "g_tile": _g_tile}
+    return {name: str(kernel.best_config) for name, kernel in kernels.items()
+            if getattr(kernel, "best_config", None) is not None}
 
 
 def _common(h: Tensor, w: Tensor, softcap: float) -> tuple[tuple, dict]:

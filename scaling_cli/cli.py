@@ -7,6 +7,7 @@
     scaling-cli backtest RUNS_OR_TABLE                held-out error of every loss law
     scaling-cli report [STORE] [-o report.html]       one self-contained HTML page of it all
     scaling-cli export RUN [OUT] --format hf          a finished proxy as a transformers checkpoint
+    scaling-cli doctor [-o report.json]                check kernels, plans and packs on this machine
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ COMMANDS = {
     "backtest": "backtest",
     "report": "report",
     "export": "export",
+    "doctor": "doctor",
 }
 
 

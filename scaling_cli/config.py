@@ -157,6 +157,10 @@ class TrainConfig:
     proxies), 'max-autotune' or 'max-autotune-no-cudagraphs'."""
     threads: int = 0
     """CPU threads for torch; 0 keeps torch's default."""
+    kernel_tune_s: float = 5.0
+    """Seconds the first pack of a shape may spend timing the fused loss's backward schemes when this
+    GPU has no measured plan for it yet (kept in the plan cache for every later pack and sweep;
+    `scaling-cli doctor` measures them too); 0 keeps the planner's default. Only the Triton loss on CUDA."""
     diagnostics_interval: int = 50
     """Every this many steps (from step 0), log stability diagnostics to the curve (Wortsman et al.: max
     attention logit, mean output log Z, update/weight norm ratio) at the cost of one extra forward; 0 disables."""
@@ -357,6 +361,7 @@ def validate(cfg: DictConfig | Config) -> None:
         _require(getattr(t, name) > 0, f"train.{name}", f"must be a positive integer, got {getattr(t, name)}")
     _require(t.divergence_factor > 1, "train.divergence_factor", f"must be > 1, got {t.divergence_factor}")
     _require(t.threads >= 0, "train.threads", f"must be >= 0, got {t.threads}")
+    _require(t.kernel_tune_s >= 0, "train.kernel_tune_s", f"must be >= 0 seconds (0: no timing), got {t.kernel_tune_s}")
     _require(t.diagnostics_interval >= 0, "train.diagnostics_interval",
              f"must be >= 0 (0 disables), got {t.diagnostics_interval}")
     for name in t.loggers:

@@ -38,6 +38,7 @@ import os
 import warnings
 from pathlib import Path
 
+from scaling_cli.cache import cache_root
 from scaling_cli.config import ModelConfig
 from scaling_cli.model.counting import count_params
 from scaling_cli.model.gpt import mlp_hidden_width
@@ -92,8 +93,7 @@ def step_precision(spec: RunSpec) -> str:
 # ------------------------------------------------------------------ measured peaks
 
 def _records_path() -> Path:
-    root = os.environ.get("SCALING_CLI_CACHE") or "~/.cache/scaling-cli"
-    return Path(root).expanduser() / "packs" / "memory.json"
+    return cache_root() / "packs" / "memory.json"
 
 
 def memory_key(spec: RunSpec) -> str:

@@ -27,6 +27,7 @@ GROUP_KEYS = tuple(Config.__dataclass_fields__)
 _ID_EXCLUDED = ("store", "sweep", "launcher")
 _ID_EXCLUDED_TRAIN = ("device", "threads", "compile", "compile_mode", "log_interval", "checkpoint_interval",
                       "diagnostics_interval", "loggers",  # diagnostics and trackers only observe
+                      "kernel_tune_s",  # how long to time kernels, not what they compute
                       "tokens_per_param")  # always resolved into train.tokens by then
 
 

@@ -30,6 +30,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+def triton_interpreting() -> bool:
+    """True on a CPU whose Triton kernels run under the interpreter (TRITON_INTERPRET=1, set above
+    before triton's first import): then the Triton code paths are testable here."""
+    from scaling_kernels import triton_available
+
+    if torch.cuda.is_available() or not triton_available():
+        return False
+    from scaling_kernels import lce_triton
+
+    return lce_triton.INTERPRET
+
+
 # Overrides that make a run train in about a second on one CPU core.
 TINY_OVERRIDES = [
     "model.d_model=32", "model.n_layer=1", "model.n_head=2", "model.seq_len=32", "model.vocab_size=512",

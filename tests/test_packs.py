@@ -368,23 +368,29 @@ def test_ctrl_c_mid_pack_leaves_finished_members_done_and_the_rest_pending(tmp_p
 
 
 def test_a_pack_that_runs_out_of_memory_trains_as_two_smaller_packs(tmp_path, monkeypatch):
+    """torch.OutOfMemoryError (what CUDA's allocator raises) injected in the 12th step of a pack of 4,
+    through scaling_cli.faults: the pack retrains as two packs of 2 from the step-10 checkpoints."""
+    from scaling_cli import faults
+
     specs = _spec_like(tmp_path / "pack", "sweep.grid={optim.lr:[1e-3,2e-3,3e-3,4e-3]}")
     train_alone(specs, tmp_path / "alone")
     store = RunStore(str(tmp_path / "pack"))
     register_runs(specs, store)
     original_step, sizes = PackedAdamW.step, []
 
-    def step_within_two(self, lrs):
+    def counting_step(self, lrs):  # observes the pack sizes only; the fault comes from faults.py
         sizes.append(len(lrs))
-        if len(lrs) > 2 and len(sizes) == 12:  # after the step-10 checkpoints
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return original_step(self, lrs)
 
-    monkeypatch.setattr(PackedAdamW, "step", step_within_two)
-    with pytest.warns(UserWarning, match="ran out of GPU memory"):
+    monkeypatch.setattr(PackedAdamW, "step", counting_step)
+    faults.reset()
+    monkeypatch.setenv("SCALING_CLI_FAULT", "oom:step:12")
+    with pytest.warns(UserWarning, match="ran out of GPU memory .*injected by SCALING_CLI_FAULT"):
         outcomes = execute_pack(specs, str(tmp_path / "pack"), lease_ttl_s=60)
     assert outcomes == ["done"] * 4
-    assert set(sizes) == {4, 2} and sizes.count(2) == 2 * (30 - 10)  # halves resumed from step 10
+    # 11 steps of 4 (the 12th raised before its step), then each half from step 10 to 30
+    assert sizes == [4] * 11 + [2] * (2 * (30 - 10))
+    assert [store.status(s.run_id)["pack_size"] for s in specs] == [2] * 4
     assert_same_curves(tmp_path / "alone", tmp_path / "pack")
 
 

@@ -11,12 +11,12 @@ hash of everything that determines the tokens.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from scaling_cli import cache
 from scaling_cli.config import DataConfig
 from scaling_cli.data.packing import PackedSequences
 from scaling_cli.data.sources import embedded_identity, load_documents
@@ -35,8 +35,7 @@ class PreparedData:
 
 
 def cache_root(cfg: DataConfig) -> Path:
-    root = os.environ.get("SCALING_CLI_CACHE") or cfg.cache_dir or "~/.cache/scaling-cli"
-    return Path(root).expanduser()
+    return cache.cache_root(cfg.cache_dir)
 
 
 def _cache_folder(cfg: DataConfig, vocab_size: int):

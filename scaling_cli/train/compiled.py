@@ -19,6 +19,12 @@ custom op (`loss_in_graph`): then the loss is one op inside that graph with no h
 members' z-loss is a device tensor (a buffer of the pack), so its values never recompile. With the
 autograd.Function loss of older kernels the head runs eagerly.
 
+A compile failure never stops training: `StepCompiler.step` runs a step, and when compilation
+fails (the backend raises, inductor or Triton cannot build a kernel) it warns once, redoes the step
+eagerly and keeps that architecture eager for the rest of the process (`eager_reason`, recorded in
+each run's status.json as `compile_fallback`). Errors of the step itself (out of memory, a bad
+value) are not compile failures and propagate as before.
+
 Cache: `configure_cache()` points inductor's caches (FX graphs, AOTAutograd, autotuning) and
 Triton's kernel cache at $SCALING_CLI_CACHE/compile (default ~/.cache/scaling-cli/compile) unless the
 user set them, before anything compiles; worker processes, the next pack and the next sweep reuse
@@ -31,13 +37,16 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
+
+from scaling_cli.cache import cache_root
 
 COMPILE_BACKEND: str | object = "inductor"
 """torch.compile backend of training steps (tests swap in a counting backend)."""
@@ -51,14 +60,15 @@ REGIONS = ("block", "head")
 
 # Environment variables that place the compile caches, relative to the compile cache folder.
 _CACHE_ENV = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton"}
-# Switches of inductor's on-disk caches (on by default in recent torch; set in case they are not).
-_CACHE_SWITCHES = {"TORCHINDUCTOR_FX_GRAPH_CACHE": "1", "TORCHINDUCTOR_AUTOGRAD_CACHE": "1"}
+# Switches of inductor's on-disk caches (on by default in recent torch; set in case they are not), and
+# of Triton's autotuning results (the fused loss's tile configs, timed once per GPU and kept on disk).
+_CACHE_SWITCHES = {"TORCHINDUCTOR_FX_GRAPH_CACHE": "1", "TORCHINDUCTOR_AUTOGRAD_CACHE": "1",
+                   "TRITON_CACHE_AUTOTUNING": "1"}
 
 
 def cache_folder() -> Path:
     """Where compiled artifacts live: <$SCALING_CLI_CACHE or ~/.cache/scaling-cli>/compile."""
-    root = os.environ.get("SCALING_CLI_CACHE") or "~/.cache/scaling-cli"
-    return Path(root).expanduser() / "compile"
+    return cache_root() / "compile"
 
 
 def configure_cache() -> Path:
@@ -128,33 +138,95 @@ class CompileClock:
             self.seconds += time.perf_counter() - self._started
 
 
+_eager_architectures: dict[object, str] = {}  # architecture -> why compiling it failed, this process
+
+
 def reset() -> None:
-    """Forget every compiled region of this process (tests; dynamo's own caches included)."""
+    """Forget every compiled region of this process (tests; dynamo's own caches included), and
+    which architectures fell back to eager."""
     _compiled.cache_clear()
+    _eager_architectures.clear()
     torch._dynamo.reset()
+
+
+def is_compile_failure(err: BaseException) -> bool:
+    """Whether `err` (or what caused it) comes from compiling: dynamo, AOTAutograd, inductor or
+    Triton's compiler. Out-of-memory is never one: a pack that runs out of memory halves instead."""
+    chain = _chain(err)
+    if any(isinstance(e, torch.OutOfMemoryError) for e in chain):
+        return False
+    return any(isinstance(e, torch._dynamo.exc.TorchDynamoException)
+               or type(e).__module__.startswith(("torch._inductor", "torch._dynamo", "triton.compiler"))
+               for e in chain)
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """`err` and what it wraps: causes, contexts and dynamo's `inner_exception` (BackendCompilerFailed
+    is raised `from None`, holding the backend's own error there)."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = err
+    while seen is not None and len(chain) < 16 and seen not in chain:
+        chain.append(seen)
+        seen = getattr(seen, "inner_exception", None) or seen.__cause__ or seen.__context__
+    return chain
+
+
+def _one_line(err: BaseException) -> str:
+    """The error and, when it wraps another (dynamo's BackendCompilerFailed does), its root cause."""
+    root = _chain(err)[-1]
+    text = str(root).strip().splitlines()
+    described = f"{type(root).__name__}: {text[0][:300] if text else ''}"
+    return described if root is err else f"{type(err).__name__} from {described}"
 
 
 class StepCompiler:
     """The compiled regions of a training step, for one train.compile_mode. `pack`: K (dim 0 of the
-    activations and parameters) is dynamic."""
+    activations and parameters) is dynamic. `architecture`: a hashable key of the model's shape
+    (one per architecture), so a compile failure sends only that architecture to eager."""
 
-    def __init__(self, mode: str = "default", pack: bool = False) -> None:
+    def __init__(self, mode: str = "default", pack: bool = False, architecture: object = None) -> None:
         configure_cache()
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-        self.pack = pack
+        self.pack, self.architecture = pack, architecture
         self._block = _compiled(_run_block, mode, COMPILE_BACKEND)
         self._head = _compiled(_run_head, mode, COMPILE_BACKEND) if loss_in_graph() else _run_head
 
+    @property
+    def eager_reason(self) -> str | None:
+        """Why this architecture runs eagerly (its compilation failed in this process), or None."""
+        return _eager_architectures.get(self.architecture)
+
     def run_block(self, block: nn.Module, x: Tensor, *args) -> Tensor:
+        if self.eager_reason:
+            return _run_block(block, x, *args)
         if self.pack:
             torch._dynamo.maybe_mark_dynamic(x, 0)
         return self._block(block, x, *args)
 
     def head(self, model: nn.Module, x: Tensor, targets: Tensor) -> Tensor:
+        if self.eager_reason:
+            return _run_head(model, x, targets)
         if self.pack:
             torch._dynamo.maybe_mark_dynamic(x, 0)
             torch._dynamo.maybe_mark_dynamic(targets, 0)
         return self._head(model, x, targets)
+
+    def step(self, run: Callable[[], Tensor], reset_grads: Callable[[], None]) -> Tensor:
+        """run() once (forward + backward through this compiler's regions). If compiling fails, this
+        architecture falls back to eager (one warning per process), the partial gradients are reset
+        and run() is redone eagerly; any other error propagates."""
+        if self.eager_reason:
+            return run()
+        try:
+            return run()
+        except Exception as err:
+            if not is_compile_failure(err):
+                raise
+            reason = f"compilation failed ({_one_line(err)}); this architecture trains eagerly"
+        _eager_architectures[self.architecture] = reason
+        warnings.warn(f"torch.compile: {reason} (train.compile=false skips compiling)")
+        reset_grads()  # outside the except block, so the failed attempt's tensors are freed
+        return run()
 
     @contextmanager
     def forward(self, model: nn.Module) -> Iterator[None]:

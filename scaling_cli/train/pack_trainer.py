@@ -22,17 +22,19 @@ import numpy as np
 import torch
 
 from scaling_cli.data.prepare import PreparedData
-from scaling_cli.faults import crash_point
+from scaling_cli.faults import crash_point, fault_point
 from scaling_cli.memory import record_peak
 from scaling_cli.model.gpt import GPT
-from scaling_cli.model.packed_gpt import PackedGPT, head_losses
+from scaling_cli.model.packed_gpt import PackedGPT, head_losses, shape_fields
 from scaling_cli.plan import RunSpec
 from scaling_cli.store import RunStore
 from scaling_cli.train.diagnostics import PackDiagnostics
 from scaling_cli.train.evaluate import pack_validation_losses
 from scaling_cli.train.packed_adamw import PackedAdamW
 from scaling_cli.train.compiled import CompileClock, StepCompiler
-from scaling_cli.train.trainer import ProgressHook, RunRecorder, autocast_context, fetch_to_host, pick_device, to_device
+from scaling_cli.train.kernel_plan import loss_kernel
+from scaling_cli.train.trainer import (ProgressHook, RunRecorder, autocast_context, fetch_to_host, pick_device, to_device,
+                                       uses_bf16)
 
 PEAK_AFTER_STEPS = 3
 """A pack's memory peak is recorded after this many training steps: past compilation, in steady state,
@@ -66,6 +68,11 @@ def _train_pack(runs: list[RunRecorder], store: RunStore, progress: ProgressHook
     if not runs:
         return outcomes
     model_states, optimizer_states = zip(*(starts[run.spec.run_id] for run in runs))
+    kernel = loss_kernel(runs[0].cfg.model, len(runs), train_cfg.batch_size * runs[0].cfg.model.seq_len,
+                         uses_bf16(device, train_cfg.precision), device, train_cfg.kernel_tune_s)
+    for run in runs:
+        run.cfg.model = kernel.apply(run.cfg.model)
+        run.runtime["loss_kernel"] = kernel.record
     with torch.device(device):
         packed = PackedGPT([run.cfg.model for run in runs])
     packed.load_member_states(list(model_states))
@@ -73,7 +80,8 @@ def _train_pack(runs: list[RunRecorder], store: RunStore, progress: ProgressHook
     for k, state in enumerate(optimizer_states):
         if state is not None:
             optimizer.load_member_state_dict(k, state)
-    compiler = StepCompiler(train_cfg.compile_mode, pack=True) if train_cfg.compile else None
+    compiler = StepCompiler(train_cfg.compile_mode, pack=True, architecture=shape_fields(runs[0].cfg.model)) \
+        if train_cfg.compile else None
     autocast = lambda: autocast_context(device, train_cfg.precision)  # noqa: E731
     diagnostics = PackDiagnostics([run.cfg.train.diagnostics_interval for run in runs], autocast)
     validate = lambda members: _validation_losses(packed, runs, members, autocast)  # noqa: E731
@@ -93,12 +101,24 @@ def _train_pack(runs: list[RunRecorder], store: RunStore, progress: ProgressHook
         # every member's batch in one pinned host tensor and one asynchronous copy
         inputs, targets = to_device(torch.stack([run.window(run.step) for run in runs]), device)
         diagnostics.begin(packed, steps, inputs, targets)
-        with autocast(), (compiler.forward(packed) if compiler else nullcontext()):
-            if compiler:
-                losses = compiler.head(packed, packed.trunk(inputs, compiler.run_block), targets)
-            else:
-                losses = head_losses(packed, packed.trunk(inputs), targets)
-        losses.sum().backward()  # member k's gradient is that of its own mean loss
+        fault_point("step")
+
+        def forward_backward() -> torch.Tensor:
+            with autocast(), (compiler.forward(packed) if compiler else nullcontext()):
+                if compiler:
+                    losses = compiler.head(packed, packed.trunk(inputs, compiler.run_block), targets)
+                else:
+                    losses = head_losses(packed, packed.trunk(inputs), targets)
+            losses.sum().backward()  # member k's gradient is that of its own mean loss
+            return losses
+
+        if compiler:
+            losses = compiler.step(forward_backward, optimizer.zero_grad)
+            if compiler.eager_reason:
+                for run in runs:
+                    run.runtime["compile_fallback"] = compiler.eager_reason
+        else:
+            losses = forward_backward()
         grad_norms = optimizer.clip_grad_norms()
         diagnostics.before_update(packed)
         optimizer.step(lrs)
@@ -163,7 +183,7 @@ def _train_pack(runs: list[RunRecorder], store: RunStore, progress: ProgressHook
 
 def _fail(store: RunStore, run: RunRecorder, err: Exception) -> None:
     store.set_status(run.spec.run_id, "failed", error=f"{type(err).__name__}: {err}",
-                     traceback=traceback.format_exc(limit=8), **run.close())
+                     traceback=traceback.format_exc(limit=8), **run.runtime, **run.close())
 
 
 def _record(run: RunRecorder, host: list[tuple[list[float], list[float]]], k: int,

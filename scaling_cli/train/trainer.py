@@ -28,14 +28,16 @@ from scaling_cli.data.packing import BatchOrder
 from scaling_cli.errors import UserError
 from scaling_cli.data.prepare import PreparedData
 from scaling_cli.evals import downstream_evals
-from scaling_cli.faults import crash_point
+from scaling_cli.faults import crash_point, fault_point
 from scaling_cli.model import mup
 from scaling_cli.model.gpt import GPT
+from scaling_cli.model.packed_gpt import shape_fields
 from scaling_cli.plan import RunSpec
 from scaling_cli.store import CURVE_COLUMNS, EVAL_COLUMNS, RunStore
 from scaling_cli.train.compiled import CompileClock, StepCompiler
 from scaling_cli.train.diagnostics import StepDiagnostics
 from scaling_cli.train.evaluate import validation_loss
+from scaling_cli.train.kernel_plan import loss_kernel
 from scaling_cli.train.loggers import RunLoggers
 from scaling_cli.schedule import lr_multipliers
 
@@ -83,10 +85,14 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def uses_bf16(device: torch.device, precision: str) -> bool:
+    """Whether a step computes in bf16: asked for, or 'auto' on CUDA."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
 def autocast_context(device: torch.device, precision: str):
     """bf16 autocast on CUDA unless fp32 is asked for; plain fp32 on CPU ('auto')."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if not use_bf16:
+    if not uses_bf16(device, precision):
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
@@ -147,6 +153,8 @@ class RunRecorder:
         self.log = _Log()
         self.start, self.initial_loss, self.elapsed_before, self.eval_seconds = 0, None, 0.0, 0.0
         self.loggers: RunLoggers | None = None
+        self.runtime: dict = {}
+        """How this process trains the run (loss kernel, compile fallback): in every status write."""
 
     def resume(self) -> dict | None:
         """The checkpoint to continue from (the run's own, or a WSD branch's point in its stable
@@ -165,7 +173,7 @@ class RunRecorder:
         if self.cfg.train.loggers:  # trackers start from what the store restored (resume() ran before)
             self.loggers = RunLoggers(self.spec, self.store, self.cfg.train.loggers, self.log.curve, self.log.evals)
         self.store.set_status(self.spec.run_id, "running", step=self.start, host=socket.gethostname(),
-                              pid=os.getpid(), device=str(self.device))
+                              pid=os.getpid(), device=str(self.device), **self.runtime)
         if self.start == 0:
             self.evaluate(model, 0, val_loss)
         self.t0 = time.perf_counter() - self.elapsed_before
@@ -209,7 +217,8 @@ class RunRecorder:
         curve = self.log.write(self.store, spec.run_id)
         finite = curve["loss"][np.isfinite(curve["loss"])]
         self.store.set_status(spec.run_id, "diverged", step=done, reason=reason,
-                              last_finite_loss=float(finite.iloc[-1]) if len(finite) else None, **self.close())
+                              last_finite_loss=float(finite.iloc[-1]) if len(finite) else None, **self.runtime,
+                              **self.close())
         self.store.remove(spec.run_id, "checkpoint.pt")
         return "diverged"
 
@@ -259,7 +268,8 @@ class RunRecorder:
         state = {"model": model_state, "optimizer": optimizer_state, "step": step,
                  "initial_loss": self.initial_loss, "elapsed_s": time.perf_counter() - self.t0}
         self.store.write_with(self.spec.run_id, name, lambda f: torch.save(state, f))
-        self.store.set_status(self.spec.run_id, "running", step=step, host=socket.gethostname(), pid=os.getpid())
+        self.store.set_status(self.spec.run_id, "running", step=step, host=socket.gethostname(), pid=os.getpid(),
+                              **self.runtime)
         if self.loggers:
             self.loggers.flush()
 
@@ -271,7 +281,7 @@ class RunRecorder:
         self.store.write_with(spec.run_id, "model.pt", lambda f: torch.save(model.state_dict(), f))
         self.store.set_status(spec.run_id, "done", step=spec.steps, val_loss=final_loss,
                               elapsed_s=time.perf_counter() - self.t0, downstream_eval_s=self.eval_seconds,
-                              device=str(self.device), **status, **self.close())
+                              device=str(self.device), **self.runtime, **status, **self.close())
         self.store.remove(spec.run_id, "checkpoint.pt")
         return "done"
 
@@ -284,15 +294,19 @@ class RunRecorder:
 
 
 def train_run(spec: RunSpec, store: RunStore, data: PreparedData, progress: ProgressHook | None = None) -> str:
-    cfg = RunConfig.from_spec(spec)
-    device = pick_device(cfg.train.device)
+    device = pick_device(spec.config["train"]["device"])
+    run = RunRecorder(spec, store, data, device)
+    cfg = run.cfg
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    kernel = loss_kernel(cfg.model, 1, cfg.train.batch_size * cfg.model.seq_len,
+                         uses_bf16(device, cfg.train.precision), device, cfg.train.kernel_tune_s)
+    cfg.model = kernel.apply(cfg.model)
+    run.runtime["loss_kernel"] = kernel.record
     torch.manual_seed(cfg.train.seed)
     model = GPT(cfg.model).to(device)
     optimizer = build_optimizer(model, cfg.optim, device)
-    compiler = StepCompiler(cfg.train.compile_mode) if cfg.train.compile else None
-    run = RunRecorder(spec, store, data, device)
+    compiler = StepCompiler(cfg.train.compile_mode, architecture=shape_fields(cfg.model)) if cfg.train.compile else None
     ckpt = run.resume()
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -319,12 +333,23 @@ def _train_steps(spec: RunSpec, run: RunRecorder, model: GPT, optimizer: torch.o
             group["lr"] = float(run.lrs[step]) * group.get("lr_mult", 1.0)
         inputs, targets = run.batch(step)
         diagnostics.begin(step, inputs, targets)  # stability diagnostics; a no-op off diagnostic steps
-        with autocast_context(device, cfg.train.precision):
-            if compiler:  # one compiled block for every layer, then the head
-                loss = compiler.head(model, model.trunk(inputs, compiler.run_block), targets)
-            else:
-                loss = model(inputs, targets)
-        loss.backward()
+        fault_point("step")
+
+        def forward_backward() -> torch.Tensor:
+            with autocast_context(device, cfg.train.precision):
+                if compiler:  # one compiled block for every layer, then the head
+                    loss = compiler.head(model, model.trunk(inputs, compiler.run_block), targets)
+                else:
+                    loss = model(inputs, targets)
+            loss.backward()
+            return loss
+
+        if compiler:
+            loss = compiler.step(forward_backward, lambda: optimizer.zero_grad(set_to_none=True))
+            if compiler.eager_reason:
+                run.runtime["compile_fallback"] = compiler.eager_reason
+        else:
+            loss = forward_backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         diagnostics.before_update()
         optimizer.step()

@@ -6,7 +6,8 @@
 LayerNorm (with bias), learned positions, causal SDPA, a 4x GELU MLP, tied embeddings, logits
 materialised and fed to F.cross_entropy, torch.compile of the whole model, gradient clipping and a
 fused AdamW: what the 70-line scripts everyone has do, so the pack table's speed-ups are against it.
-Heads of 64. Not part of scaling-cli; benchmarks/bench_pack_throughput.py times it.
+Heads of 64. Not used for training: the baseline that `scaling-cli doctor`'s pack probe and
+benchmarks/bench_pack_throughput.py time the pack step against.
 """
 
 from __future__ import annotations
