@@ -30,6 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+
 def triton_interpreting() -> bool:
     """True on a CPU whose Triton kernels run under the interpreter (TRITON_INTERPRET=1, set above
     before triton's first import): then the Triton code paths are testable here."""
