@@ -135,15 +135,14 @@ def describe_left_out(fit_set: FitSet, n, d, c, run_ids) -> dict:
             "why": fit_set.why, "weighting": fit_set.weighting}
 
 
-def candidate_score(law_errors: dict[str, float | None], n_free: dict[str, int]) -> tuple[float | None, str | None]:
-    """(score, law) of a fit set: its best law's combined backtest error, a law with more free
-    parameters counting as better only when it beats every simpler one by LAW_TIE."""
+def candidate_score(law_errors: dict[str, float | None], n_params: dict[str, int]) -> tuple[float | None, str | None]:
+    """(score, law) of a fit set: the combined backtest error of its law with the lowest error
+    charged LAW_TIE per parameter beyond the simplest (selection.penalized)."""
     scored = {k: v for k, v in law_errors.items() if v is not None}
     if not scored:
         return None, None
-    best_err = min(scored.values())
-    tied = [k for k, v in scored.items() if v <= best_err * (1 + LAW_TIE)]
-    law = min(tied, key=lambda k: (n_free.get(k, 99), scored[k]))
+    fewest = min(n_params.get(k, 99) for k in scored)
+    law = min(scored, key=lambda k: (scored[k] * (1 + LAW_TIE) ** (n_params.get(k, 99) - fewest), n_params.get(k, 99)))
     return scored[law], law
 
 

@@ -127,13 +127,15 @@ def fit_loss_laws(done, options: FitOptions, fitted_kind: str = "total", by_kind
     if backtests is None:  # forced `all` without the accounting's backtests
         backtests = backtest.backtest(n, d, c, loss, options, extra=derived)
     by_kind[fitted_kind] = backtests
-    chosen = selection.select_loss_law(entries, backtests)
-    chosen["far_agreement"] = selection.far_agreement(entries, chosen, float(c.max()))
-    kinds = selection.compare_params_kinds(by_kind, fitted_kind) if len(by_kind) > 1 else None
-    # Backtest-calibrated intervals (calibration.py): every law's misses, with the two largest sizes
-    # held out as a longer calibration fold, and the selected law's own measured coverage.
+    # The two largest sizes held out: the longest backtest a sweep allows, which calibrates every
+    # law's interval and gates the laws beyond the Chinchilla family (selection.py).
     fold = calibration.two_sizes_fold(n, d, c, loss, options, backtest.LOSS_LAWS, fs if fs.name != "all" else None,
                                       derived)
+    chosen = selection.select_loss_law(entries, backtests, longer=fold)
+    chosen["far_agreement"] = selection.far_agreement(entries, chosen, float(c.max()))
+    kinds = selection.compare_params_kinds(by_kind, fitted_kind) if len(by_kind) > 1 else None
+    # Backtest-calibrated intervals (calibration.py): every law's misses, and the selected law's own
+    # measured coverage.
     for name, entry in entries.items():
         if entry.get("status") == "ok":
             entry["calibration"] = calibration.calibrate_law(backtests | fold, name, options.level)

@@ -9,9 +9,9 @@ compute). The ranking, best first:
 1. laws that are not flagged unreliable (reliability.py) before those that are;
 2. lowest combined error (a law predicting < 80% of a hold-out's runs, i.e. compute_only at
    unfitted D/N, is not ranked);
-3. fewer estimated parameters on ties, where a tie is within fitset.LAW_TIE (25%) of the best
-   error: a law with more parameters is selected only when it beats every simpler one by more than
-   that (a fixed-E member counts its profiled E: `estimated_parameters`). Backtests reach 2-3x beyond the fitted compute; flexible laws win them by small margins
+3. each parameter beyond the simplest law's must buy a fitset.LAW_TIE (25%) lower error
+   (`penalized`; a fixed-E member counts its profiled E, compute_only three per D/N group:
+   `estimated_parameters`). Backtests reach 2-3x beyond the fitted compute; flexible laws win them by small margins
    and then drift far out (Gadre et al. 2024: fewer free parameters extrapolate further; measured on
    the synthetic grids of benchmarks/bench_fit_extrapolation.py).
 
@@ -37,17 +37,24 @@ DEFAULT_ORDER = ("overtrain", "chinchilla", "overtrain_fixed_e", "chinchilla_fix
                  "compute_only")
 
 CRITERION = ("combined error = mean over the hold-outs (largest size, largest compute) of the mean |relative "
-             "error| on the held-out runs; reliable laws first, then lowest combined error, a law with more free "
-             f"parameters winning only by more than {LAW_TIE:.0%}")
+             "error| on the held-out runs; reliable laws first, then the lowest combined error charged "
+             f"{LAW_TIE:.0%} per parameter beyond the simplest law's")
 
 
-def estimated_parameters(name: str) -> int:
+def estimated_parameters(name: str, entry: dict | None = None) -> int:
     """Parameters a law takes from the data: its free ones, plus E for the fixed-E members (their E
-    is chosen by a held-out profile, an estimate like any other). Ties go to fewer."""
+    is chosen by a held-out profile, an estimate like any other), and compute_only's three per
+    fitted D/N group."""
+    if name == "compute_only":
+        return 3 * max(1, len((entry or {}).get("groups", [])))
     return LAWS[name].n_free + (name in family.FIXED_E) if name in LAWS else 99
 
 
-_free = estimated_parameters
+def penalized(error: float, n_params: int, fewest: int) -> float:
+    """A backtest error charged LAW_TIE per parameter beyond the simplest law's: each extra parameter
+    must buy a LAW_TIE (25%) lower error. Backtests reach 2-3x beyond the data, where a flexible law
+    wins by a little and then drifts further out."""
+    return error * (1.0 + LAW_TIE) ** (n_params - fewest)
 
 
 def ranking(entries: dict, backtests: dict) -> list[dict]:
@@ -59,7 +66,7 @@ def ranking(entries: dict, backtests: dict) -> list[dict]:
             continue
         per = {h: info.get("scores", {}).get(name, {}).get("mean_abs_rel_error") for h, info in backtests.items()}
         rows.append({"law": name, "combined_error": combined_error(backtests, name), **per,
-                     "reliable": bool(e.get("reliable", True)), "n_free": _free(name)})
+                     "reliable": bool(e.get("reliable", True)), "n_free": estimated_parameters(name, e)})
     scored = any(r["combined_error"] is not None for r in rows)
     key = (lambda r: (not r["reliable"], r["combined_error"] is None, r["combined_error"] or 0.0, r["n_free"])) if scored \
         else (lambda r: (not r["reliable"], DEFAULT_ORDER.index(r["law"])))
@@ -67,24 +74,68 @@ def ranking(entries: dict, backtests: dict) -> list[dict]:
 
 
 def _tie_winner(ranked: list[dict]) -> tuple[dict, str, list[str]]:
-    """(law, note, peers): the first-ranked law, or a simpler one of the same reliability within
-    LAW_TIE of its error; peers are every law of that tie (they backtest alike)."""
+    """(law, note, alike): among the laws of the first-ranked law's reliability, the lowest
+    penalized error; `alike` are the laws whose error is within LAW_TIE of the best raw error
+    (the runs cannot tell them apart)."""
     best = ranked[0]
     if best["combined_error"] is None:
         return best, "", [best["law"]]
-    peers = [r for r in ranked if r["reliable"] == best["reliable"] and r["combined_error"] is not None
-             and r["combined_error"] <= best["combined_error"] * (1 + LAW_TIE)]
-    winner = min(peers, key=lambda r: (r["n_free"], r["combined_error"]))
-    names = [r["law"] for r in peers]
+    group = [r for r in ranked if r["reliable"] == best["reliable"] and r["combined_error"] is not None
+             and not r.get("gated")] or [best]
+    fewest = min(r["n_free"] for r in group)
+    winner = min(group, key=lambda r: (penalized(r["combined_error"], r["n_free"], fewest), r["n_free"]))
+    alike = [r["law"] for r in group if r["combined_error"] <= best["combined_error"] * (1 + LAW_TIE)]
+    if winner["law"] not in alike:
+        alike.append(winner["law"])
     if winner is best:
-        return best, "", names
-    return winner, (f"; {best['law']} ({best['combined_error']:.2%}, {best['n_free']} parameters) is within "
-                    f"{LAW_TIE:.0%}, so the simpler {winner['law']} ({winner['n_free']}) is selected"), names
+        return best, "", alike
+    return winner, (f"; {best['law']} backtests best ({best['combined_error']:.2%}, {best['n_free']} parameters) but "
+                    f"not by {LAW_TIE:.0%} per extra parameter, so the simpler {winner['law']} ({winner['n_free']}) "
+                    "is selected"), alike
 
 
-def select_loss_law(entries: dict, backtests: dict) -> dict:
-    """The selection block of fit.json: the chosen law, why, and the full ranking."""
-    ranked = ranking(entries, backtests)
+# Laws beyond the Chinchilla family, which change how the loss bends far out (beta_n.py): selected
+# only when they beat the best family member by LAW_TIE on every hold-out, the longest included.
+GATED = ("chinchilla_beta_n",)
+
+
+def _gate(ranked: list[dict], backtests: dict, longer: dict | None) -> tuple[list[dict], list[str]]:
+    """The ranking without the gated laws that do not clear their gate, and why each was held back."""
+    family_rows = [r for r in ranked if r["law"] in family.MEMBERS and r["combined_error"] is not None]
+    notes, keep = [], []
+    every = dict(backtests) | dict(longer or {})
+    for r in ranked:
+        if r["law"] not in GATED or r["combined_error"] is None:
+            keep.append(r)
+            continue
+        def err(law, h):
+            return every[h].get("scores", {}).get(law, {}).get("mean_abs_rel_error")
+        missing = [h for h in every if not every[h].get("reason") and err(r["law"], h) is None]
+        beaten = []
+        for h, info in every.items():
+            if info.get("reason"):
+                continue
+            best_family = min((err(f["law"], h) for f in family_rows if err(f["law"], h) is not None), default=None)
+            if best_family is not None and err(r["law"], h) is not None and \
+                    err(r["law"], h) * (1 + LAW_TIE) > best_family:
+                beaten.append(h)
+        if beaten or missing:
+            notes.append(f"{r['law']} not selected: it does not beat the best Chinchilla-family law by {LAW_TIE:.0%} "
+                         f"on {', '.join(beaten + missing)}")
+            r = dict(r, gated=True)
+            keep.append(r)
+            continue
+        keep.append(r)
+    return keep, notes
+
+
+def select_loss_law(entries: dict, backtests: dict, longer: dict | None = None) -> dict:
+    """The selection block of fit.json: the chosen law, why, and the full ranking. `longer`: more
+    hold-outs (calibration.two_sizes_fold) that the gated laws must also win."""
+    ranked, gate_notes = _gate(ranking(entries, backtests), backtests, longer)
+    eligible = [r for r in ranked if not r.get("gated")]
+    if eligible and ranked and ranked[0].get("gated"):
+        ranked = eligible + [r for r in ranked if r.get("gated")]
     if not ranked:
         return {"loss_law": None, "reason": "no loss law could be fitted", "ranking": [], "criterion": CRITERION}
     best, tie_note, alike = _tie_winner(ranked)
@@ -105,7 +156,7 @@ def select_loss_law(entries: dict, backtests: dict) -> dict:
         why = "; ".join(f"{h}: {info['reason']}" for h, info in backtests.items() if info.get("reason")) or \
             "no law could be scored on the held-out runs"
         reason = f"no backtest ({why}); default order " + " > ".join(DEFAULT_ORDER)
-    reason += tie_note
+    reason += tie_note + "".join(f"; {note}" for note in gate_notes)
     if not best["reliable"]:
         reason += "; every fitted law is flagged unreliable"
     alloc = next((r["law"] for r in ranked if r["law"] in family.MEMBERS), None)
