@@ -139,9 +139,10 @@ def _configs(entries) -> list[triton.Config]:
 # checks each in its most demanding form, benchmarks/compile_lce_sm90.py --softcap compiles every
 # form and prints the table. On Hopper some are there because
 # they leave room for 2-3 blocks per SM, which is how a block's exponentials overlap another's
-# tensor-core work (Triton waits for each wgmma right after issuing it); on Ampere the d <= 256
-# kernels need smaller tiles or more warps, and at 128 < d <= 256 the fused dW kernel spills at
-# every tile tried larger than 32 x 16 (or 16 x 32) with 8 warps. Few per family
+# tensor-core work (Triton waits for each wgmma right after issuing it). At 128 < d <= 256 the
+# fused dW kernel spills on both at larger tiles (Hopper: 64 x 64 spilled 4 B in one of its six
+# forms; Ampere: every tile tried above 32 x 16 or 16 x 32 with 8 warps), and on Ampere the other
+# d <= 256 kernels need smaller tiles or more warps than on Hopper. Few per family
 # and class, so tuning a new bucket takes seconds. Which is fastest is the autotuner's call on
 # the GPU: these are candidates, not measurements. The smallest configs are there for fp32
 # inputs, whose tiles take twice the shared memory.
@@ -182,7 +183,8 @@ _DW_CONFIGS = [
     (64, 32, 8, 3, {"90": "256", "80": "128f"}),
     (32, 128, 8, 2, {"90": "256", "80": "128f"}),
     (16, 64, 8, 3, {"90": "256f"}),
-    (64, 64, 8, 2, {"90": "256f"}),
+    (16, 64, 8, 2, {"90": "256f"}),
+    (32, 16, 8, 3, {"90": "256f"}),
     (32, 32, 8, 3, {"80": "128f"}),
     (32, 32, 4, 3, {"80": "128"}),
     (32, 32, 4, 2, {"80": "128f 256"}),

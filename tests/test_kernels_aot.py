@@ -73,10 +73,18 @@ def test_aot_plan_covers_every_kernel_and_scheme_on_both_targets():
     assert 32768 * 256000 > 2**31  # the large-vocabulary shape's T x V
 
 
-def test_aot_offered_configs_follow_the_gpu_family_and_its_shared_memory():
+def test_aot_offered_configs_follow_the_gpu_family_and_its_shared_memory(monkeypatch):
     """lce_triton's autotuner offers each GPU family its own configs, and only those whose tiles
     fit the device's shared memory (an sm_86 card opts in to 99 KiB per block, not 163)."""
     from scaling_kernels import lce_triton as lt
+
+    # the autotuner's pruning hook asks the inputs' device, then decides as offered_configs does
+    monkeypatch.setattr(lt, "_device_limits", lambda index: ("80", 166912))
+    owned, table = lt.AUTOTUNED["dw"]
+    h = torch.empty(1, dtype=torch.bfloat16)
+    hook = lt._prune(owned, table)(lt._configs(table), {"D": 192, "h_ptr": h}, ATOMIC_DH=True, HAS_SOFTCAP=True)
+    assert hook == lt.offered_configs(lt._configs(table), table, owned, 192, 2, "80", 166912, fused=True)
+    assert [(c.kwargs["BLOCK_T"], c.kwargs["BLOCK_V"]) for c in hook] == [(16, 32), (32, 16), (16, 16)]
 
     assert [lt.config_family(m) for m in (8, 9, 10, 12)] == ["80", "90", "90", "80"]
     owned, table = lt.AUTOTUNED["dw"]
@@ -130,8 +138,9 @@ def wide(x_ptr, out_ptr, T, stride_x, BLOCK: tl.constexpr):
 
 @triton.jit
 def huge_tiles(x_ptr, out_ptr, T, stride_x, BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr):
-    # a [256, 256] fp32 accumulator over 4 warps (512 registers a thread) and 4 stages of
-    # [256, 64] + [64, 256] bf16 operands (256 KiB): spills, and more shared memory than any SM has
+    # a [128, 256] fp32 accumulator over 4 warps (256 registers a thread) and 5 pipeline stages of
+    # [128, 64] + [64, 256] bf16 operands (48 KiB each): spills, and needs more shared memory per
+    # block than either target allows
     rows = tl.arange(0, BLOCK_T).to(tl.int64)
     cols = tl.arange(0, 64)
     acc = tl.zeros((BLOCK_T, BLOCK_V), dtype=tl.float32)
@@ -150,7 +159,7 @@ def test_aot_reports_32bit_offsets_spills_and_shared_memory_overflow(tmp_path):
     (tmp_path / "aot_probes.py").write_text(textwrap.dedent(PROBES))
     probe = lambda fn, bt=0, bv=0, warps=4, stages=3, **flags: lce_aot.Case(  # noqa: E731
         lce_aot.Variant(f"aot_probes:{fn}", fn, "bf16", tuple(flags.items())), bt, bv, warps, stages)
-    cases = [probe("narrow", BLOCK=128), probe("wide", BLOCK=128), probe("huge_tiles", 256, 256, 4, 4)]
+    cases = [probe("narrow", BLOCK=128), probe("wide", BLOCK=128), probe("huge_tiles", 128, 256, 4, 5)]
     for target in lce_aot.TARGETS.values():
         narrow, wide, huge = lce_aot.compile_isolated(cases, target, pythonpath=(str(tmp_path),))
         line = next(i for i, text in enumerate(textwrap.dedent(PROBES).splitlines(), 1) if "32-bit row offset" in text)
