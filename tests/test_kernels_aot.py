@@ -38,8 +38,10 @@ def _demand(variant: lce_aot.Variant) -> tuple:
 
 def checked_cases(target: lce_aot.Target, kernel: str) -> list[lce_aot.Case]:
     """Every offered config of each (kernel, d class, scheme role) planned on ``target``, in that
-    group's most demanding planned form. The flags within a group change little code (the
-    benchmark compiles every form); the d class and the tiles decide registers and shared memory."""
+    group's most demanding planned form: the d class and the tiles decide most of a kernel's
+    registers and shared memory, its flags little. Little is not nothing: a config at the
+    255-register edge can spill in one form only (64x64 did in sm_90's fused dW, at d = 192
+    without soft-cap), which the benchmark's run over every form catches and this test does not."""
     groups: dict[tuple, lce_aot.Variant] = {}
     for variant in lce_aot.planned_variants(SHAPES, target, softcap=(False, True)):
         f = variant.constexprs()
@@ -70,7 +72,6 @@ def test_aot_plan_covers_every_kernel_and_scheme_on_both_targets():
         assert any(k == "dw" and "owners" in lab for k, lab in labels)
         assert any(k == "dw" and "chunk+" in lab for k, lab in labels)  # T = 65536: dW summed over chunks
         assert all(lce_aot.kept_configs(v, target) for v in variants), target.name
-    assert 32768 * 256000 > 2**31  # the large-vocabulary shape's T x V
 
 
 def test_aot_offered_configs_follow_the_gpu_family_and_its_shared_memory(monkeypatch):
