@@ -4,8 +4,8 @@ autotuner offers on that target, for the kernel variants lce_plan picks at the G
 shapes and a 256k vocabulary under each backward scheme, and must compile without register
 spills, within the target's shared memory per block, with every stride/length product in 64 bits.
 
-    pytest -k aot                                    # these tests (about a minute on 2 cores)
-    python benchmarks/compile_lce_sm90.py --target sm_80 --target sm_90 --softcap   # every variant
+    pytest -k aot -n 2        # these tests: ~140 CPU-seconds, so about 70 s on two free cores
+    python benchmarks/compile_lce_sm90.py --target sm_80 --target sm_90 --softcap   # every form: ~410 CPU-s
 
 Compilation runs in a subprocess without TRITON_INTERPRET (conftest sets it on a CPU, which turns
 the kernels into interpreted functions). Skipped only where triton has no NVIDIA backend or ptxas.
