@@ -24,9 +24,10 @@ Plans. Each backward asks ``lce_plan`` for its scheme, passing the per-GPU plan 
 over the default. ``plans_used()`` lists, per shape bucket, the plan this process followed and
 where its scheme came from (measured / default / requested).
 
-Tile configs below are ASSUMPTIONS AWAITING AN H100: sizes that suit wgmma (128-wide M tiles,
-64-256 wide N) with 2-4 pipeline stages, listed per d class below and checked for sm_90 by
-benchmarks/compile_lce_sm90.py (no spills, shared memory within the SM).
+Tile configs below are ASSUMPTIONS AWAITING A GPU: per GPU family (Hopper: sizes that suit wgmma,
+128-wide M tiles, 64-256 wide N, 2-4 pipeline stages; Ampere: smaller tiles at d <= 256) and d
+class, each checked ahead of time for sm_90 and sm_80 by tests/test_kernels_aot.py (compiles, no
+register spills, shared memory within the target's limit, 64-bit offsets).
 """
 
 from __future__ import annotations
@@ -55,7 +56,6 @@ _INTERPRET_STREAM_D = 16
 _INTERPRET_SMS = 1  # a one-SM "GPU": the default scheme stays fused on tiny vocabularies, splits still happen
 _INTERPRET_SPLIT = 128
 STREAM_BLOCK_D = 64  # d slice of the streaming (large-d) kernels
-_SMEM_BYTES = 227 << 10  # H100 shared memory per block (opt-in maximum)
 
 
 def _pow2(n: int) -> int:
@@ -78,34 +78,57 @@ def _dim_class(dim: int, resident: bool) -> str:
     return "128" if dim <= 128 else "256"
 
 
-def _prune(owned: str, table: list[tuple]):
-    """Keep the configs meant for this d (the tables below), then those whose on-chip tiles fit:
-    the owned [tile, d] operand plus num_stages buffers of the streamed one in shared memory (this
-    matters for fp32 inputs, twice the bytes of the bf16 the tables were checked with). ``owned``:
-    'BLOCK_T' or 'BLOCK_V', the tile a program keeps for its whole loop; '' when all of d streams.
-    ``table``: the kernel's config entries with the d classes each is meant for."""
-    meant_for = {tuple(entry[:4]): set(entry[4].split()) for entry in table}
+def config_family(major: int) -> str:
+    """Which config table column a GPU of compute capability ``major``.x takes: '90' where Triton
+    lowers tl.dot to wgmma or tcgen05 (Hopper; Blackwell data-centre parts, unchecked), '80' where
+    it lowers to mma.sync (Ampere, Ada, consumer Blackwell), where the same tiles need more
+    registers: most configs checked for sm_90 at d <= 256 spill when compiled for sm_80."""
+    return "90" if major in (9, 10) else "80"
 
+
+@functools.lru_cache(maxsize=None)
+def _device_limits(device_index: int) -> tuple[str, int]:
+    """(config family, opt-in shared memory per block in bytes) of a CUDA device."""
+    major, _ = torch.cuda.get_device_capability(device_index)
+    props = triton.runtime.driver.active.utils.get_device_properties(device_index)
+    return config_family(major), props["max_shared_mem"]
+
+
+def offered_configs(configs, table: list[tuple], owned: str, dim: int, elt: int, family: str, smem_limit: int,
+                    resident: bool = True, fused: bool = False) -> list:
+    """The configs a kernel's autotuner tries on one GPU: those its table offers to this GPU family
+    and d class, then those whose on-chip tiles fit: the owned [tile, d] operand plus num_stages
+    buffers of the streamed one within ``smem_limit`` (this matters for fp32 inputs, twice the bytes
+    of the bf16 the tables were checked with). ``owned``: 'BLOCK_T' or 'BLOCK_V', the tile a program
+    keeps for its whole loop; '' when all of d streams. ``fused``: the fused scheme's dW kernel."""
+    meant_for = {tuple(entry[:4]): set(entry[4].get(family, "").split()) for entry in table}
+    cls = _dim_class(dim, bool(owned) and resident) + ("f" if fused else "")
+    kept = []
+    for cfg in configs:
+        bt, bv = cfg.kwargs["BLOCK_T"], cfg.kwargs["BLOCK_V"]
+        if cls not in meant_for[(bt, bv, cfg.num_warps, cfg.num_stages)]:
+            continue
+        if cls == "stream":
+            smem = cfg.num_stages * (bt + bv) * STREAM_BLOCK_D * elt
+        else:
+            own, other = (bt, bv) if owned == "BLOCK_T" else (bv, bt)
+            smem = (own + cfg.num_stages * other) * _pow2(dim) * elt
+        if smem <= smem_limit:
+            kept.append(cfg)
+    if elt == 4 or not kept:
+        # fp32 inputs are the exactness path (tests), not the fast one: a true-fp32 dot does not
+        # use tensor cores, and unrolled it compiles for minutes per config, so one small config
+        return [min(kept or configs, key=lambda c: c.kwargs["BLOCK_T"] * c.kwargs["BLOCK_V"] * c.num_stages)]
+    return kept
+
+
+def _prune(owned: str, table: list[tuple]):
+    """The autotuner's early pruning: ``offered_configs`` for the GPU holding the inputs."""
     def prune(configs, named_args, **kwargs):
-        dim, elt = named_args["D"], named_args["h_ptr"].element_size()
-        cls = _dim_class(dim, bool(owned) and kwargs.get("RESIDENT", True))
-        kept = []
-        for cfg in configs:
-            bt, bv = cfg.kwargs["BLOCK_T"], cfg.kwargs["BLOCK_V"]
-            if cls not in meant_for[(bt, bv, cfg.num_warps, cfg.num_stages)]:
-                continue
-            if cls == "stream":
-                smem = cfg.num_stages * (bt + bv) * STREAM_BLOCK_D * elt
-            else:
-                own, other = (bt, bv) if owned == "BLOCK_T" else (bv, bt)
-                smem = (own + cfg.num_stages * other) * _pow2(dim) * elt
-            if smem <= _SMEM_BYTES:
-                kept.append(cfg)
-        if elt == 4 or not kept:
-            # fp32 inputs are the exactness path (tests), not the fast one: a true-fp32 dot does not
-            # use tensor cores, and unrolled it compiles for minutes per config, so one small config
-            return [min(kept or configs, key=lambda c: c.kwargs["BLOCK_T"] * c.kwargs["BLOCK_V"] * c.num_stages)]
-        return kept
+        h = named_args["h_ptr"]
+        family, smem_limit = _device_limits(h.device.index)
+        return offered_configs(configs, table, owned, named_args["D"], h.element_size(), family, smem_limit,
+                               resident=kwargs.get("RESIDENT", True), fused=kwargs.get("ATOMIC_DH", False))
     return prune
 
 
@@ -113,41 +136,99 @@ def _configs(entries) -> list[triton.Config]:
     return [triton.Config({"BLOCK_T": bt, "BLOCK_V": bv}, num_warps=w, num_stages=s) for bt, bv, w, s, _ in entries]
 
 
-# (BLOCK_T, BLOCK_V, num_warps, num_stages, d classes): '128' = resident d <= 128, '256' = resident
-# d <= 256, 'stream' = d sliced by STREAM_BLOCK_D. Picked with benchmarks/compile_lce_sm90.py: each
-# compiles for sm_90 in bf16 without register spills and within 227 KiB of shared memory for its
-# classes; some are there because they leave room for 2-3 blocks per SM, which is how a block's
-# exponentials overlap another's tensor-core work (Triton waits for each wgmma right after issuing
-# it). Few per kernel, so tuning a new bucket takes seconds. Which is fastest is the
-# autotuner's call on the GPU: these are candidates, not measurements. The smallest configs are
-# there for fp32 inputs, whose tiles take twice the shared memory.
-_FWD_CONFIGS = [(128, 128, 8, 3, "128 stream"), (128, 64, 8, 3, "128 256"), (64, 128, 4, 3, "128 stream"),
-                (128, 256, 8, 2, "128 stream"), (64, 64, 4, 3, "128 256"), (128, 64, 8, 4, "256"),
-                (64, 32, 4, 2, "128 256")]
-_DH_CONFIGS = [(128, 64, 8, 3, "128 256"), (128, 128, 8, 2, "128"), (64, 64, 4, 3, "128 256"), (128, 32, 8, 3, "256"),
-               (64, 32, 4, 2, "128 256")]
+# (BLOCK_T, BLOCK_V, num_warps, num_stages, {GPU family: d classes}). Families: see config_family.
+# Classes: '128' = resident d <= 128, '256' = resident d <= 256, 'stream' = d sliced by
+# STREAM_BLOCK_D; the fused scheme's dW kernel, which also holds a dH share on chip, has its own
+# '128f' and '256f'. Each config offered to a family compiles for its target (sm_80 = A100,
+# sm_90 = H100) in bf16 without register spills, in every form the planner launches (soft-cap,
+# odd d, vocab splits), within that target's shared memory per block: tests/test_kernels_aot.py
+# checks each in its most demanding form, benchmarks/compile_lce_sm90.py --softcap compiles every
+# form and prints the table. On Hopper some are there because
+# they leave room for 2-3 blocks per SM, which is how a block's exponentials overlap another's
+# tensor-core work (Triton waits for each wgmma right after issuing it). At 128 < d <= 256 the
+# fused dW kernel spills on both at larger tiles (Hopper: 64 x 64 spilled 4 B in one of its six
+# forms; Ampere: every tile tried above 32 x 16 or 16 x 32 with 8 warps), and on Ampere the other
+# d <= 256 kernels need smaller tiles or more warps than on Hopper. Few per family
+# and class, so tuning a new bucket takes seconds. Which is fastest is the autotuner's call on
+# the GPU: these are candidates, not measurements. The smallest configs are there for fp32
+# inputs, whose tiles take twice the shared memory.
+_FWD_CONFIGS = [
+    (128, 128, 8, 3, {"90": "128 stream", "80": "stream"}),
+    (128, 64, 8, 3, {"90": "128 256", "80": "128 stream"}),
+    (64, 128, 4, 3, {"90": "128 stream", "80": "stream"}),
+    (128, 256, 8, 2, {"90": "stream"}),
+    (64, 64, 4, 3, {"90": "128 256", "80": "128 stream"}),
+    (128, 64, 8, 4, {"90": "256"}),
+    (64, 32, 4, 2, {"90": "128 256", "80": "128 256"}),
+    (64, 128, 8, 3, {"80": "128"}),
+    (64, 64, 8, 3, {"80": "128 256"}),
+    (128, 32, 8, 3, {"80": "128 256"}),
+    (64, 64, 8, 4, {"80": "256"}),
+    (64, 32, 8, 3, {"80": "256"}),
+]
+_DH_CONFIGS = [
+    (128, 64, 8, 3, {"90": "128", "80": "128"}),
+    (64, 64, 4, 3, {"90": "128"}),
+    (128, 32, 8, 3, {"90": "256", "80": "128"}),
+    (64, 32, 4, 2, {"90": "128 256"}),
+    (64, 64, 8, 3, {"90": "128 256", "80": "128"}),
+    (64, 32, 8, 3, {"90": "256", "80": "128"}),
+    (32, 64, 4, 3, {"80": "128"}),
+    (32, 64, 8, 3, {"80": "256"}),
+    (32, 128, 8, 2, {"80": "256"}),
+    (32, 32, 8, 3, {"80": "256"}),
+]
 # the vocab owner keeps [BLOCK_V, d] of W and of dW (fused: also a [BLOCK_T, d] dH share) on chip
-_DW_CONFIGS = [(64, 128, 8, 3, "128"), (64, 64, 8, 3, "128 256"), (32, 64, 8, 3, "128 256"), (32, 128, 8, 3, "128"),
-               (32, 64, 4, 3, "128"), (64, 32, 4, 2, "128")]
-_G_CONFIGS = [(128, 256, 8, 3, "stream"), (64, 128, 4, 4, "stream"), (128, 128, 8, 4, "stream")]
+_DW_CONFIGS = [
+    (64, 128, 8, 3, {"90": "128 128f"}),
+    (64, 64, 8, 3, {"90": "128 128f", "80": "128"}),
+    (32, 64, 8, 3, {"90": "128 128f 256", "80": "128"}),
+    (32, 128, 8, 3, {"90": "128 128f", "80": "128 128f"}),
+    (32, 64, 4, 3, {"90": "128 128f"}),
+    (64, 32, 4, 2, {"90": "128 128f", "80": "128"}),
+    (64, 32, 8, 3, {"90": "256", "80": "128f"}),
+    (32, 128, 8, 2, {"90": "256", "80": "128f"}),
+    (16, 64, 8, 3, {"90": "256f"}),
+    (16, 64, 8, 2, {"90": "256f"}),
+    (32, 16, 8, 3, {"90": "256f"}),
+    (32, 32, 8, 3, {"80": "128f"}),
+    (32, 32, 4, 3, {"80": "128"}),
+    (32, 32, 4, 2, {"80": "128f 256"}),
+    (16, 128, 8, 3, {"80": "128f"}),
+    (32, 32, 8, 2, {"80": "256"}),
+    (64, 32, 8, 2, {"80": "256"}),
+    (16, 32, 8, 3, {"80": "256"}),
+    (16, 32, 8, 2, {"80": "256f"}),
+    (32, 16, 8, 2, {"80": "256f"}),
+    (16, 16, 8, 2, {"80": "256f"}),
+]
+_G_CONFIGS = [
+    (128, 128, 8, 4, {"90": "stream", "80": "stream"}),
+    (64, 128, 4, 4, {"90": "stream", "80": "stream"}),
+    (64, 256, 8, 3, {"90": "stream", "80": "stream"}),
+    (128, 128, 8, 3, {"80": "stream"}),
+]
+# per kernel: the tile it keeps for its whole loop (as offered_configs takes it) and its table
+AUTOTUNED = {"fwd": ("BLOCK_T", _FWD_CONFIGS), "dh": ("BLOCK_T", _DH_CONFIGS), "dw": ("BLOCK_V", _DW_CONFIGS),
+             "g": ("", _G_CONFIGS)}
 _KEY = ["D", "TOK_BUCKET", "VOC_BUCKET", "HAS_SOFTCAP"]
 
 if INTERPRET:
     _fwd, _dh, _dw, _g_tile = _fwd_kernel, _dh_kernel, _dw_kernel, _g_tile_kernel
 else:  # pragma: no cover - needs a GPU
     _fwd = triton.autotune(_configs(_FWD_CONFIGS), key=_KEY + ["RESIDENT", "SINGLE_SPLIT"],
-                           prune_configs_by={"early_config_prune": _prune("BLOCK_T", _FWD_CONFIGS)})(
+                           prune_configs_by={"early_config_prune": _prune(*AUTOTUNED["fwd"])})(
         triton.heuristics({"BLOCK_D": _block_d, "EVEN_D": _even_d})(_fwd_kernel))
     # kernels that add into their outputs get them zeroed (or restored) around each tried config
     _dh = triton.autotune(_configs(_DH_CONFIGS), key=_KEY + ["ATOMIC"], reset_to_zero=["dh_ptr"],
-                          prune_configs_by={"early_config_prune": _prune("BLOCK_T", _DH_CONFIGS)})(
+                          prune_configs_by={"early_config_prune": _prune(*AUTOTUNED["dh"])})(
         triton.heuristics({"BLOCK_D": _block_d, "EVEN_D": _even_d})(_dh_kernel))
     _dw = triton.autotune(_configs(_DW_CONFIGS), key=_KEY + ["ATOMIC_DH", "ACCUMULATE"], reset_to_zero=["dh_ptr"],
                           restore_value=["dw_ptr"],
-                          prune_configs_by={"early_config_prune": _prune("BLOCK_V", _DW_CONFIGS)})(
+                          prune_configs_by={"early_config_prune": _prune(*AUTOTUNED["dw"])})(
         triton.heuristics({"BLOCK_D": _block_d, "EVEN_D": _even_d})(_dw_kernel))
     _g_tile = triton.autotune(_configs(_G_CONFIGS), key=_KEY,
-                              prune_configs_by={"early_config_prune": _prune("", _G_CONFIGS)})(
+                              prune_configs_by={"early_config_prune": _prune(*AUTOTUNED["g"])})(
         triton.heuristics({"BLOCK_D": lambda args: STREAM_BLOCK_D, "EVEN_D": _even_d})(_g_tile_kernel))
 
 
