@@ -59,10 +59,13 @@ def one_draw(spec: synthetic.GridSpec, seed: int, options: FitOptions, laws: boo
     rows = []
     for (label, n, d), true in zip(tg, truth):
         r = predict(report, params=n, tokens=d)
-        lo, hi = r["loss_lo"], r["loss_hi"]
-        rows.append({"label": label, "error": r["loss"] / true - 1, "has_interval": lo is not None,
-                     "inside": lo is not None and lo <= true <= hi,
-                     "half_width": None if lo is None else float(np.log(hi / lo) / 2)})
+        row = {"label": label, "error": r["loss"] / true - 1}
+        # the interval predict prints, and the two it is the union of (bootstrap, backtest-calibrated)
+        for key, (lo, hi) in (("", (r["loss_lo"], r["loss_hi"])), ("boot_", r.get("loss_pi_bootstrap") or (None, None)),
+                              ("bt_", r.get("loss_pi_backtest") or (None, None))):
+            row |= {f"{key}has_interval": lo is not None, f"{key}inside": lo is not None and lo <= true <= hi,
+                    f"{key}half_width": None if lo is None else float(np.log(hi / lo) / 2)}
+        rows.append(row)
     per_law = {}
     if laws:
         for name, entry in report["laws"].items():
@@ -84,11 +87,13 @@ def summarize(draws: list[dict]) -> dict:
     out = {}
     for label, rows in by.items():
         err = np.abs([r["error"] for r in rows])
-        out[label] = {"mean": float(err.mean()), "max": float(err.max()),
-                      "coverage": float(np.mean([r["inside"] for r in rows])),
-                      "with_interval": float(np.mean([r["has_interval"] for r in rows])),
-                      "half_width": float(np.nanmean([r["half_width"] if r["half_width"] is not None else np.nan
-                                                       for r in rows]))}
+        out[label] = {"mean": float(err.mean()), "max": float(err.max())}
+        for key in ("", "boot_", "bt_"):
+            widths = [r.get(f"{key}half_width") for r in rows]
+            out[label] |= {f"{key}coverage": float(np.mean([r.get(f"{key}inside", False) for r in rows])),
+                           f"{key}with_interval": float(np.mean([r.get(f"{key}has_interval", False) for r in rows])),
+                           f"{key}half_width": float(np.nanmean([np.nan if w is None else w for w in widths]))
+                           if any(w is not None for w in widths) else float("nan")}
     return out
 
 
@@ -98,6 +103,9 @@ def print_grid(name: str, draws: list[dict], elapsed: float) -> None:
     print(f"{name:<11} " + "  ".join(f"{lab:>6}: {s[lab]['mean']:.2%} (max {s[lab]['max']:.2%}) in-PI {s[lab]['coverage']:.0%}"
                                      f" ±{s[lab]['half_width']:.1%}" for lab in labels)
           + f"   [{len(draws)} draws, {elapsed / len(draws):.0f} s each]")
+    print(f"{'':<11} parts: " + "  ".join(
+        f"{lab:>6}: bootstrap in {s[lab]['boot_coverage']:.0%} ±{s[lab]['boot_half_width']:.1%}, backtest in "
+        f"{s[lab]['bt_coverage']:.0%} ±{s[lab]['bt_half_width']:.1%}" for lab in labels))
     chose = Counter((d["fit_set"], d["law"]) for d in draws)
     print(f"{'':<11} chose: " + ", ".join(f"{fs}/{law} x{k}" for (fs, law), k in chose.most_common()))
 

@@ -133,6 +133,8 @@ def select_loss_law(entries: dict, backtests: dict, longer: dict | None = None) 
     """The selection block of fit.json: the chosen law, why, and the full ranking. `longer`: more
     hold-outs (calibration.two_sizes_fold) that the gated laws must also win."""
     ranked, gate_notes = _gate(ranking(entries, backtests), backtests, longer)
+    # the gate is worth a word only when it held back the law that backtested best
+    gate_notes = gate_notes if ranked and ranked[0].get("gated") else []
     eligible = [r for r in ranked if not r.get("gated")]
     if eligible and ranked and ranked[0].get("gated"):
         ranked = eligible + [r for r in ranked if r.get("gated")]
