@@ -22,6 +22,7 @@ import json
 import sys
 import time
 
+from scaling_cli import units
 from scaling_cli.commands.fit import (add_fitting_arguments, add_input_arguments, backtest_table, column_spec,
                                       default_outdir)
 
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from scaling_cli.errors import UserError
     from scaling_cli.fit import artifact, backtest, loss_laws, pipeline, table
     from scaling_cli.fit.bootstrap import FitOptions
+    from scaling_cli.validation import format_validation, validate_targets
 
     start = time.perf_counter()
     try:
@@ -123,6 +125,11 @@ def run(args: argparse.Namespace) -> int:
               "reliability": {n: {"reliable": e.get("reliable"), "reasons": e.get("reasons")}
                               for n, e in block["entries"].items() if e.get("status") == "ok"},
               "options": options.as_dict()}
+    # the sweep's validation targets, predicted by the laws fitted here (as `fit` does: scaling_cli.validation)
+    fitted = {"laws": block["entries"], "selection": block["selection"], "backtests": block["backtests"],
+              "level": options.level, "data": prepared.meta | {"ranges": {"flops": [float(done["flops"].min()),
+                                                                                    float(done["flops"].max())]}}}
+    result["validation"] = validate_targets(artifact.to_jsonable(fitted), prepared.validation)
     outdir = args.outdir or default_outdir(args.source, table.is_table(args.source), "backtest")
     plots = []
     if not args.no_plots:
@@ -144,5 +151,7 @@ def run(args: argparse.Namespace) -> int:
     for law, r in result["reliability"].items():
         if not r["reliable"]:
             print(f"  {law} is flagged unreliable: " + "; ".join(r["reasons"]))
+    for line in format_validation(result["validation"], prepared.meta.get("loss_unit", units.TOKEN)):
+        print(line)
     print(f"wrote {path}" + (f" and {plots[0]}" if plots and plots[0] else "") + f" ({result['elapsed_s']:.1f} s)")
     return 0
