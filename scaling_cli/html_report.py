@@ -348,7 +348,9 @@ def prediction_section(report: dict, target: Target) -> dict:
     if r.get("extrapolation_factor_flops"):
         rows.append(["extrapolation", f"{fmt(r['extrapolation_factor_flops'])}× the largest fitted compute"])
     opt = r.get("compute_optimal")
-    if opt:
+    if opt and opt.get("withheld"):  # a law flagged unreliable, or an implausible allocation: no numbers
+        rows.append(["compute-optimal N, D", f"withheld: {opt['withheld']}"])
+    elif opt:
         rows.append(["compute-optimal N", f"{fmt(opt['params_opt'])} {fmt(opt.get('params_opt_interval'))}"])
         rows.append(["compute-optimal D", f"{fmt(opt['tokens_opt'])} {fmt(opt.get('tokens_opt_interval'))}"])
     for name in ("lr", "batch_size"):

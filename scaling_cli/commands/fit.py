@@ -146,7 +146,7 @@ def compact_lines(report: dict, out_path: str, plots: list[str]) -> list[str]:
     kept = f" (+{len(targets)} validation target{'s' * (len(targets) != 1)}, never fitted)" if targets else ""
     lines = [f"fit {data['n_runs']} runs from {data['source']}{kept}: {data['n_points']} with a loss, "
              f"{data['n_diverged']} diverged; params: {data['params_kind']}; losses in {unit}"]
-    lines += loss_law_table(report, unit)
+    lines += loss_law_table(report)
     lines += format_validation(targets, unit)
     lines.append(other_laws_line(report))
     lines += compact_downstream(report.get("downstream") or {})
@@ -157,7 +157,7 @@ def compact_lines(report: dict, out_path: str, plots: list[str]) -> list[str]:
     return lines
 
 
-def loss_law_table(report: dict, unit: str) -> list[str]:
+def loss_law_table(report: dict) -> list[str]:
     """Per loss law: status (a flagged law's first reason), backtest errors, E with its interval,
     the compute-optimal D/N; then the selected law and the parameter-count comparison."""
     laws, selection = report["laws"], report.get("selection") or {}
