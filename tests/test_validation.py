@@ -284,8 +284,11 @@ def test_the_loss_unit_is_bytes_only_for_a_byte_vocabulary(tmp_path, capsys):
 
 ASSETS = Path(__file__).parent / "assets"
 # fit.json of the embedded default (sweeps/tiny.yaml trained on 2 CPU cores, then `scaling-cli fit`),
-# stripped of bootstrap samples and of arrays no summary reads (main's summary of the stripped file
-# equals that of the full one), and what `fit` printed for it before issue 21 (main's summarize)
+# with the keys no summary reads removed at every level (samples, envelope, points, support,
+# bootstrap, leave_one_curve_out, run_steps, runs, run_schedules, e_profile, inputs, optimizer,
+# reference_params, chinchilla_form, diagnostics, holdout, checks, loss_range, value_range, bounds;
+# main's summary of the stripped file equals that of the full one), and what `fit` printed for it
+# before issue 21 (summarize of commands/fit.py at 8562d30, on the stripped file)
 DEFAULT_FIT = ASSETS / "fit_tiny_default.json"
 DEFAULT_SUMMARY_BEFORE = ASSETS / "fit_tiny_default_summary_before.txt"
 
