@@ -21,6 +21,10 @@ from scaling_cli.errors import UserError
 from scaling_cli.evals.config import EvalConfig, validate_eval
 
 
+# A run's length is set by one of these; a sweep.validate entry that sets one clears the other two.
+LENGTH_KEYS = ("train.tokens", "train.steps", "train.tokens_per_param")
+
+
 class ConfigError(UserError):
     """A configuration value is invalid; the message names the field and the fix."""
 
@@ -256,6 +260,14 @@ class SweepConfig:
     """WSD branching (MiniCPM; Hagele et al. 2024): fractions of train.tokens, e.g. [0.25, 0.5, 1].
     Each grid point becomes one stable run plus one decay branch per fraction, each branch a
     full WSD run of fraction x train.tokens that starts from the stable run's checkpoint."""
+    validate: List[Dict[str, Any]] = field(default_factory=list)
+    """Validation targets: runs trained in this sweep like any other (same store, resumable, packed)
+    but never fitted; `fit` predicts each from the other runs and records predicted vs actual in
+    fit.json ("validation"). Each entry is one run: the sweep's base config (before grid, zip, extra
+    blocks and budgets) with these keys set, e.g. [{model.d_model: 128, model.n_layer: 2, train.tokens:
+    6.8e6}]; entries are not crossed with the grid. With wsd_branches a target is a WSD run of its own
+    length, not a branch. Setting one of train.tokens / train.steps / train.tokens_per_param in an entry
+    clears the other two for that run."""
 
 
 @dataclass
@@ -330,7 +342,7 @@ def validate(cfg: DictConfig | Config) -> None:
              f"{m.d_model} is not divisible by model.n_head={m.n_head}; pick a width that is a multiple of the head count")
     _require((m.d_model // m.n_head) % 2 == 0, "model.n_head",
              f"head dim d_model/n_head={m.d_model // m.n_head} must be even for RoPE")
-    _require(m.vocab_size >= 259, "model.vocab_size", "a byte-level BPE needs at least 259 tokens (256 bytes + specials)")
+    _require(m.vocab_size >= 257, "model.vocab_size", "a byte-level BPE needs at least 257 tokens (256 bytes + EOS)")
     _require(m.z_loss >= 0, "model.z_loss", f"must be >= 0, got {m.z_loss}")
     _require(m.logit_softcap >= 0, "model.logit_softcap", f"must be >= 0 (0 disables), got {m.logit_softcap}")
     _require(m.mlp_ratio > 0, "model.mlp_ratio", f"must be > 0, got {m.mlp_ratio}")

@@ -4,8 +4,8 @@
     html = render_report("runs", "runs/_fit", Target(params=7e9, tokens=1.4e12))
 
 Sections: the sweep's plan and status (a store) or its rows (a table), training curves, every law
-in fit.json with its parameters, intervals, and the reason when it was not fitted, the backtest and
-every other fit.json section (rendered generically, so keys added later show up too), predictions
+in fit.json with its parameters, intervals, and the reason when it was not fitted, the backtest, the
+validation targets (predicted vs actual, with the interval and the distance), and every other fit.json section (rendered generically, so keys added later show up too), predictions
 at a target (scaling_cli.predict) with the downstream extrapolations, and every PNG in the fit
 folder. Images are embedded as base64 data: URIs and the CSS is inline (templates/report.html.j2),
 so the file needs nothing else. Reads the store and fit.json only (downstream of fit and predict).
@@ -23,10 +23,12 @@ from typing import Any
 
 from scaling_cli import __version__
 from scaling_cli.errors import UserError
-from scaling_cli.report import human
+from scaling_cli import units
+from scaling_cli.units import human
 
 # fit.json keys shown in the header or the laws section rather than as blocks of their own.
-_HEADER_KEYS = {"schema", "created", "scaling_cli_version", "elapsed_s", "plots", "laws", "selection", "level"}
+_HEADER_KEYS = {"schema", "created", "scaling_cli_version", "elapsed_s", "plots", "laws", "selection", "level",
+                "validation"}  # validation: a section of its own (validation_section)
 # Blocks shown right after the laws (how far to trust them); the others follow the predictions.
 _BACKTEST_KEYS = ("holdout", "diagnostics", "n_opt_exponent_by_approach")
 # Titles (and order) of the fit.json sections we know; any other key follows under its own name.
@@ -202,7 +204,10 @@ def sweep_section(source: str) -> dict:
                f"{human(runs['flops'].sum())}FLOP planned in all.")
     return {"title": "Sweep plan and status", "summary": summary, "counts": counts,
             "table": table(columns, rows, text_columns=3),
-            "n_done": int((runs["status"] == "done").sum())}
+            "n_done": int((runs["status"] == "done").sum()),
+            # what a fit reads: finished runs, not WSD stable runs (never annealed) nor validation targets
+            "n_fittable": int((runs["status"].isin(("done", "diverged")) & (runs.get("wsd_role", "") != "stable")
+                               & (runs.get("role", "fit") != "validation")).sum())}
 
 
 def table_section(source: str) -> dict:
@@ -245,7 +250,9 @@ def curves_figure(source: str) -> str | None:
         ax.plot([], [], color=plt.cm.viridis(0.9 * (math.log(params) - sizes.min()) / span), label=f"N = {fmt(float(params))}")
     ax.set_xscale("log")
     ax.set_xlabel("tokens")
-    ax.set_ylabel("loss (nats/token)")
+    unit = (units.loss_unit(runs["tokenizer"], runs["vocab_size"]) if {"tokenizer", "vocab_size"} <= set(runs.columns)
+            else units.TOKEN)
+    ax.set_ylabel(units.axis_label(unit))
     if runs["params"].nunique() <= 12:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -302,6 +309,30 @@ def fit_figures(fit_dir: str, report: dict) -> list[dict]:
     return figures
 
 
+def validation_section(report: dict) -> dict | None:
+    """fit.json "validation": each target the sweep trained but no fit saw, predicted vs actual."""
+    records = report.get("validation") or []
+    if not records:
+        return None
+    unit = units.unit_of(report)
+    level = next((r["level"] for r in records if r.get("level")), report.get("level", 0.9))
+    rows = []
+    for r in records:
+        inside = "—" if r.get("inside") is None else ("yes" if r["inside"] else "NO")
+        error = "—" if r.get("error") is None else f"{r['error']:+.2%}"
+        distance = "—" if r.get("distance") is None else f"{r['distance']:.3g}×"
+        rows.append([r["name"], r["run_id"], human(r["params"]) if r.get("params") else "—", human(r["tokens"]),
+                     human(r["flops"]), distance, fmt(r.get("loss")), fmt(r.get("predicted")),
+                     fmt([r.get("lo"), r.get("hi")]) if r.get("lo") is not None else "—", error, inside,
+                     r.get("law") or "—", r.get("note") or ""])
+    columns = ["target", "run_id", "params", "tokens", "FLOPs", "distance", f"actual ({unit})", "predicted",
+               f"{level:.0%} PI", "error", "inside", "law", "note"]
+    intro = ("Runs the sweep trained but no fit saw (sweep.validate), predicted from the other runs with "
+             "`scaling-cli predict` and compared with what they showed. Distance: the target's compute over the "
+             "largest fitted compute; error: predicted / actual − 1.")
+    return {"intro": intro, "table": table(columns, rows, text_columns=2)}
+
+
 def prediction_section(report: dict, target: Target) -> dict:
     from scaling_cli.predict import format_prediction, predict
 
@@ -309,7 +340,7 @@ def prediction_section(report: dict, target: Target) -> dict:
     pct = f"{r['level']:.0%}"
     rows = [
         ["target", f"N = {fmt(r['params'])} ({r['params_kind']}), D = {fmt(r['tokens'])}, C = {fmt(r['flops'])} FLOPs"],
-        ["loss (nats/token)", fmt(r["loss"])],
+        [f"loss ({r.get('loss_unit', units.TOKEN)})", fmt(r["loss"])],
         [f"{pct} confidence interval", fmt(r["loss_ci"])],
         [f"{pct} prediction interval", fmt(r["loss_pi"])],
         ["law", f"{r['law']} ({r['law_reason']})"],
@@ -317,7 +348,9 @@ def prediction_section(report: dict, target: Target) -> dict:
     if r.get("extrapolation_factor_flops"):
         rows.append(["extrapolation", f"{fmt(r['extrapolation_factor_flops'])}× the largest fitted compute"])
     opt = r.get("compute_optimal")
-    if opt:
+    if opt and opt.get("withheld"):  # a law flagged unreliable, or an implausible allocation: no numbers
+        rows.append(["compute-optimal N, D", f"withheld: {opt['withheld']}"])
+    elif opt:
         rows.append(["compute-optimal N", f"{fmt(opt['params_opt'])} {fmt(opt.get('params_opt_interval'))}"])
         rows.append(["compute-optimal D", f"{fmt(opt['tokens_opt'])} {fmt(opt.get('tokens_opt_interval'))}"])
     for name in ("lr", "batch_size"):
@@ -354,9 +387,10 @@ def render_report(source: str, fit_dir: str, target: Target | None = None, fit_e
             fit_error = str(err)
     if report:
         fitted = report.get("data", {}).get("n_runs")
-        if sweep["n_done"] is not None and fitted is not None and fitted != len(sweep["table"]["rows"]):
-            notes.append(f"The fit read {fitted} runs; the store now has {len(sweep['table']['rows'])} "
-                         f"({sweep['n_done']} done). Re-run `scaling-cli fit {source}` to fit them all.")
+        if sweep["n_done"] is not None and fitted is not None and fitted != sweep["n_fittable"]:
+            notes.append(f"The fit read {fitted} runs; the store now has {sweep['n_fittable']} finished runs to fit "
+                         f"({len(sweep['table']['rows'])} in all, {sweep['n_done']} done). Re-run "
+                         f"`scaling-cli fit {source}` to fit them all.")
         notes += [f"Note from the fit: {n}" for n in report.get("data", {}).get("notes", [])]
     prediction, prediction_error = None, None
     if target is not None and target.given() and report:
@@ -368,9 +402,10 @@ def render_report(source: str, fit_dir: str, target: Target | None = None, fit_e
     blocks = fit_blocks(report) if report else []
     backtest = [b for b in blocks if b["key"] in _BACKTEST_KEYS]
     blocks = [b for b in blocks if b["key"] not in _BACKTEST_KEYS]
+    validation = validation_section(report) if report else None
     toc = [("sweep", "Runs"), *([("curves", "Curves")] if curves else []), ("laws", "Laws"),
-           *[(b["anchor"], b["title"]) for b in backtest], ("figures", "Figures"), ("predictions", "Predictions"),
-           *[(b["anchor"], b["title"]) for b in blocks]]
+           *[(b["anchor"], b["title"]) for b in backtest], *([("validation", "Validation")] if validation else []),
+           ("figures", "Figures"), ("predictions", "Predictions"), *[(b["anchor"], b["title"]) for b in blocks]]
     env = Environment(loader=PackageLoader("scaling_cli", "templates"), autoescape=select_autoescape(["html", "j2"]),
                       trim_blocks=True, lstrip_blocks=True)
     return env.get_template("report.html.j2").render(
@@ -379,6 +414,7 @@ def render_report(source: str, fit_dir: str, target: Target | None = None, fit_e
                   if report else "no fit"),
         toc=toc, sweep=sweep, curves=curves, fit_notes=notes, fit_error=fit_error,
         selection=f"{selection.get('loss_law')} ({selection.get('reason')})" if selection.get("loss_law") else None,
-        laws=law_entries(report), backtest=backtest, blocks=blocks, prediction=prediction, prediction_error=prediction_error,
+        laws=law_entries(report), backtest=backtest, validation=validation, blocks=blocks, prediction=prediction,
+        prediction_error=prediction_error,
         figures=fit_figures(fit_dir, report) if report else [], version=__version__,
         generated=_dt.datetime.now().astimezone().isoformat(timespec="seconds"), fit_path=join(fit_dir, FIT_FILENAME))

@@ -6,8 +6,9 @@ claim runs through leases in the store (scaling_cli.worker), so re-running a swe
 two sweeps on one store, or mixing backends never trains a run twice, and finished runs are
 skipped. Runs of one architecture are grouped into packs that train as one batched model on a
 GPU (scaling_cli.packs; the pack size comes from GPU memory unless launcher.pack_size sets it).
-Packs go largest-first (so the long ones do not straggle at the end); unpacked runs on a single
-worker go smallest-first (early results).
+Validation targets (sweep.validate) go first, then packs largest-first (so the long ones do not
+straggle at the end); unpacked runs on a single worker go smallest-first (early results). With
+several local workers a WSD branch starts as soon as its stable run has finished.
 """
 
 from __future__ import annotations
@@ -59,22 +60,38 @@ def run_sweep(specs: list[RunSpec], store: RunStore, launcher: LauncherConfig | 
     workers = _local_workers(launcher) if launcher.name == "local" else len(todo)
     free_bytes = free_gpu_bytes() if launcher.name == "local" and not launcher.pack_size else None
     outcomes: list[str] = []
-    # WSD branches start from their stable run's checkpoints, so they go in a second wave.
-    for wave in ([s for s in todo if not s.parent], [s for s in todo if s.parent]):
-        packs = make_packs(wave, launcher, free_bytes)
-        if all(len(p) == 1 for p in packs) and workers == 1:
-            packs.sort(key=lambda p: p[0].flops)  # one worker, no packing: smallest first (early results)
+    waves = launch_waves(todo, launcher, free_bytes, workers)
+    if launcher.name == "local" and workers > 1:
+        outcomes += _run_processes(*waves, store.root, launcher, workers)
+        return SweepResult(states=Counter(outcomes), trained=len(todo), skipped=len(specs) - len(todo))
+    for packs in waves:  # the second wave (WSD branches) starts once the first has finished
         if not packs:
             continue
         if launcher.name == "ray":
             outcomes += _run_ray(packs, store.root, launcher)
         elif launcher.name == "slurm":
             outcomes += _run_slurm(packs, store.root, launcher)
-        elif workers > 1:
-            outcomes += _run_processes(packs, store.root, launcher, workers)
         else:
             outcomes += _run_here(packs, store.root, launcher, show_progress)
     return SweepResult(states=Counter(outcomes), trained=len(todo), skipped=len(specs) - len(todo))
+
+
+def launch_waves(todo: list[RunSpec], launcher: LauncherConfig, free_bytes: int | None,
+                 workers: int) -> tuple[list[list[RunSpec]], list[list[RunSpec]]]:
+    """(packs that can start at once, WSD branch packs that start from their stable runs' checkpoints).
+
+    The first wave puts validation targets (sweep.validate) first: usually the longest runs of the
+    sweep, so with several workers one trains the target while the others train the grid, instead of
+    the target straggling at the end. One worker without packing goes smallest first (early results)."""
+    waves = []
+    for wave in ([s for s in todo if not s.parent], [s for s in todo if s.parent]):
+        packs = make_packs(wave, launcher, free_bytes)
+        if all(len(p) == 1 for p in packs) and workers == 1:
+            packs.sort(key=lambda p: p[0].flops)
+        else:
+            packs.sort(key=lambda p: not any(s.role == "validation" for s in p))  # stable: largest first after them
+        waves.append(packs)
+    return waves[0], waves[1]
 
 
 def _local_workers(launcher: LauncherConfig) -> int:
@@ -116,10 +133,13 @@ def _pin_gpu(queue) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(index)
 
 
-def _run_processes(packs: list[list[RunSpec]], root: str, launcher: LauncherConfig, workers: int) -> list[str]:
-    """Several worker processes on this machine, one per GPU when there are GPUs."""
+def _run_processes(packs: list[list[RunSpec]], branches: list[list[RunSpec]], root: str, launcher: LauncherConfig,
+                   workers: int) -> list[str]:
+    """Several worker processes on this machine, one per GPU when there are GPUs. A pack of WSD
+    branches is submitted as soon as the stable runs it starts from have finished, so a worker that
+    is done with the stable runs trains branches while another still trains a long run."""
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     import torch
 
@@ -128,9 +148,23 @@ def _run_processes(packs: list[list[RunSpec]], root: str, launcher: LauncherConf
     queue = ctx.Queue()
     for i in range(workers):
         queue.put(i % gpus if gpus else None)
+    in_sweep = {s.run_id for p in packs for s in p}
+    finished: set[str] = set()
+    outcomes: list[str] = []
+    waiting = list(branches)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_pin_gpu, initargs=(queue,)) as pool:
-        futures = [pool.submit(execute_pack, pack, root, launcher.lease_ttl_s) for pack in packs]
-        return [outcome for future in as_completed(futures) for outcome in future.result()]
+        running = {pool.submit(execute_pack, pack, root, launcher.lease_ttl_s): pack for pack in packs}
+        while running or waiting:
+            ready = [p for p in waiting if not running or all(
+                s.parent["run_id"] in finished or s.parent["run_id"] not in in_sweep for s in p)]
+            for pack in ready:
+                waiting.remove(pack)
+                running[pool.submit(execute_pack, pack, root, launcher.lease_ttl_s)] = pack
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                outcomes += future.result()
+                finished.update(s.run_id for s in running.pop(future))
+    return outcomes
 
 
 def _run_ray(packs: list[list[RunSpec]], root: str, launcher: LauncherConfig) -> list[str]:

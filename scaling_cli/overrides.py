@@ -14,6 +14,8 @@ Two ways an override used to be dropped without a word:
     one axis, and its keys have to agree: width, depth and heads); overriding some of them is an
     error naming the group and the override that replaces or removes it;
   * is an error for a key the budget planner sets (`sweep.budgets`, `sweep.target_params`).
+  * applies to the fitted runs only, for a key that a validation target (`sweep.validate`) sets: the
+    target is a run of its own and keeps its value (a note says so).
   An axis or planner written on the command line after the plain value is the later setting of
   that key, so it wins, with a note (`train.tokens=7680 'sweep.grid={train.tokens:[1e4,2e4]}'`
   sweeps the tokens); written before it, the rules above apply.
@@ -28,6 +30,7 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from scaling_cli.config import LENGTH_KEYS
 from scaling_cli.errors import UserError
 
 # Keys the budget planner writes into every grid point (scaling_cli/budget.py).
@@ -146,6 +149,24 @@ def reconcile_axes(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
         notes.append(f"{keys[key]} replaces the grid axis {key}: {values} of sweep '{name}'")
         del sweep.grid[key]
     _check_extra_blocks(cfg, keys)
+    return notes + _target_notes(cfg, keys)
+
+
+def _target_notes(cfg: DictConfig, keys: dict[str, str]) -> list[str]:
+    """A plain override of a key that a validation target (sweep.validate) sets applies to every
+    fitted run; the target keeps its own value (it is a run of its own shape or length), and a note
+    says so. A target that sets its length by one of LENGTH_KEYS sets all three."""
+    notes = []
+    for i, entry in enumerate(cfg.sweep.get("validate") or []):
+        if not isinstance(entry, DictConfig):
+            continue  # the planner names a malformed entry
+        entry_keys = [str(k) for k in entry.keys()]
+        if any(k in LENGTH_KEYS for k in entry_keys):
+            entry_keys += [k for k in LENGTH_KEYS if k not in entry_keys]
+        hit = [k for k in entry_keys if k in keys]
+        if hit:
+            notes.append(f"{' '.join(keys[k] for k in hit)} appl{'ies' if len(hit) == 1 else 'y'} to the fitted runs; "
+                         f"the validation target sweep.validate[{i}] keeps its own {', '.join(hit)}")
     return notes
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from scaling_cli.config import Config, ConfigError, validate
+from scaling_cli.config import LENGTH_KEYS, Config, ConfigError, validate
 from scaling_cli.model.counting import count_params, flops_per_token
 
 GROUP_KEYS = tuple(Config.__dataclass_fields__)
@@ -51,6 +51,9 @@ class RunSpec:
     """For a WSD decay branch: {'run_id': stable run, 'step': where the branch leaves it}."""
     branch_points: list[int] = field(default_factory=list)
     """For a stable WSD run: steps at which it keeps a checkpoint for its branches."""
+    role: str = "fit"
+    """'fit' (a run the laws are fitted on) or 'validation' (a sweep.validate target: trained like any
+    run, never fitted; `fit` predicts it and records the error)."""
 
     @property
     def flops_to_train(self) -> float:
@@ -71,6 +74,7 @@ class RunSpec:
             "seed": train["seed"], "parent": self.parent, "branch_points": self.branch_points,
             "parametrization": model.get("parametrization", "standard"),
             "qk_layernorm": model.get("qk_layernorm", False), "z_loss": model.get("z_loss", 0.0),
+            "role": self.role, "tokenizer": self.config.get("data", {}).get("tokenizer"),
         }
 
 
@@ -127,16 +131,7 @@ def expand(cfg: DictConfig) -> list[RunSpec]:
     specs, seen = [], set()
     for point in points:
         run_cfg = copy.deepcopy(cfg)
-        for key, value in point.items():
-            if key.split(".")[0] in _ID_EXCLUDED:
-                raise ConfigError(f"sweep.grid: {key!r} cannot vary inside a sweep; set it outside the grid")
-            if not _has_key(run_cfg, key):
-                raise ConfigError(f"{key}: unknown config key in the sweep grid; check the spelling "
-                                  "(`scaling-cli sweep --show-config` lists every key)")
-            try:
-                OmegaConf.update(run_cfg, key, value, merge=False)
-            except OmegaConfBaseException as err:
-                raise ConfigError(f"{key}: {str(err).splitlines()[0]} (value {value!r} in the sweep grid)") from err
+        _apply_point(run_cfg, point, "sweep.grid", "the sweep grid")
         _check_complete(run_cfg)
         _resolve_tokens_per_param(run_cfg)
         validate(run_cfg)
@@ -145,7 +140,67 @@ def expand(cfg: DictConfig) -> list[RunSpec]:
             if spec.run_id not in seen:  # two grid points can resolve to one run (e.g. zipped duplicates)
                 seen.add(spec.run_id)
                 specs.append(spec)
+    return specs + _validation_specs(cfg, seen, len(specs))
+
+
+def _apply_point(run_cfg: DictConfig, point: dict[str, Any], where: str, what: str) -> None:
+    """Set a grid point's (or a validation entry's) keys; unknown keys and wrong types fail naming them."""
+    for key, value in point.items():
+        if key.split(".")[0] in _ID_EXCLUDED:
+            raise ConfigError(f"{where}: {key!r} cannot vary inside a sweep; set it outside {what}")
+        if not _has_key(run_cfg, key):
+            raise ConfigError(f"{key}: unknown config key in {what}; check the spelling "
+                              "(`scaling-cli sweep --show-config` lists every key)")
+        try:
+            OmegaConf.update(run_cfg, key, value, merge=False)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"{key}: {str(err).splitlines()[0]} (value {value!r} in {what})") from err
+
+
+def _validation_specs(cfg: DictConfig, fitted_ids: set[str], n_fitted: int) -> list[RunSpec]:
+    """The sweep's validation targets (sweep.validate): each the base config with its entry's keys
+    set, planned as one run of its own length (never a WSD branch), with role "validation".
+
+    The id is salted with the role, so a target never shares a folder (and a spec.json saying "fit")
+    with a run of another sweep; a target equal to one of this sweep's fitted runs is an error, since
+    the fit would have seen it."""
+    entries = list(cfg.sweep.get("validate") or [])
+    if n_fitted + len(entries) > cfg.sweep.max_runs:
+        raise ConfigError(f"sweep.max_runs: the grid and sweep.validate expand to {n_fitted + len(entries)} runs, "
+                          f"more than sweep.max_runs={cfg.sweep.max_runs}; shrink the grid or raise the limit")
+    specs = []
+    for i, entry in enumerate(entries):
+        where = f"sweep.validate[{i}]"
+        if not isinstance(entry, (dict, DictConfig)) or not entry:
+            raise ConfigError(f"{where}: a validation target is {{key: value, ...}} (e.g. {{model.d_model: 128, "
+                              f"train.tokens: 6.8e6}}), got {entry!r}")
+        point = {str(k): (OmegaConf.to_container(v) if OmegaConf.is_config(v) else v) for k, v in entry.items()}
+        run_cfg = copy.deepcopy(cfg)
+        length = [k for k in LENGTH_KEYS if k in point]
+        if len(length) > 1:
+            raise ConfigError(f"{where}: sets {' and '.join(length)}; a run's length is one of {', '.join(LENGTH_KEYS)}")
+        for key in LENGTH_KEYS if length else ():
+            OmegaConf.update(run_cfg, key, None, merge=False)
+        try:
+            _apply_point(run_cfg, point, where, "the validation target")
+            _check_complete(run_cfg)
+            _resolve_tokens_per_param(run_cfg)
+            validate(run_cfg)
+        except ConfigError as err:
+            raise ConfigError(str(err) if str(err).startswith(where) else f"{where}: {err}") from err
+        if _spec(run_cfg, point, cfg.sweep.name).run_id in fitted_ids:
+            raise ConfigError(f"{where}: is one of the sweep's fitted runs ({_short_point(point)}), so the fit would "
+                              "see it; a validation target is a run the grid does not train (a bigger shape or a "
+                              "longer budget)")
+        spec = _spec(run_cfg, point, cfg.sweep.name, salt={"role": "validation"})
+        spec.role = "validation"
+        spec.name = f"val-{spec.name}"
+        specs.append(spec)
     return specs
+
+
+def _short_point(point: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_short(v)}" for k, v in point.items())
 
 
 def _resolve_tokens_per_param(run_cfg: DictConfig) -> None:

@@ -30,6 +30,7 @@ import numpy as np
 
 from scaling_cli.fit import artifact, curve_fit, downstream, family, intervals, laws, parametric
 from scaling_cli.fit.bootstrap import percentile_interval
+from scaling_cli.units import axis_label, unit_of
 
 # Frontier drawn up to this multiple of the largest run's compute (the extrapolation region).
 EXTRAPOLATE_FACTOR = 100.0
@@ -84,7 +85,7 @@ def plot_loss_vs_compute(report: dict, runs, outdir: str) -> str:
     if env.get("status") == "ok":
         ax.plot(env["envelope"]["flops"], env["envelope"]["loss"], "r--", lw=1, label="approach 1 envelope")
     ax.axvspan(c_max, c_max * EXTRAPOLATE_FACTOR, color="orange", alpha=0.1, label="extrapolation")
-    ax.set(xscale="log", xlabel="training FLOPs C", ylabel="loss (nats/token)", title="Loss vs compute")
+    ax.set(xscale="log", xlabel="training FLOPs C", ylabel=axis_label(unit_of(report)), title="Loss vs compute")
     ax.legend(fontsize=8)
     return _save(fig, outdir, "loss_vs_compute.png")
 
@@ -103,7 +104,7 @@ def plot_isoflop(report: dict, runs, outdir: str) -> str | None:
         xs = np.linspace(np.log(n.min()), np.log(n.max()), 100)
         ax.plot(np.exp(xs), np.polyval(b["parabola"], xs), color=col, lw=1, label=f"C = {b['flops']:.2g}")
         ax.plot(b["params_opt"], b["loss_min"], "x", color=col, ms=9)
-    ax.set(xscale="log", xlabel="params N", ylabel="loss", title=f"IsoFLOP profiles (N_opt ∝ C^{a2['n_opt']['exponent']:.3f})")
+    ax.set(xscale="log", xlabel="params N", ylabel=axis_label(unit_of(report)), title=f"IsoFLOP profiles (N_opt ∝ C^{a2['n_opt']['exponent']:.3f})")
     ax.legend(fontsize=7)
     return _save(fig, outdir, "isoflop.png")
 
@@ -130,7 +131,7 @@ def plot_hparam(report: dict, name: str, outdir: str) -> str | None:
             ax.plot(np.exp(xs), np.polyval(c["parabola"], xs), ":", color=col, lw=1)
             ax.axvline(c["opt"], color=col, lw=0.6, alpha=0.6)
     label = "learning rate" if name == "lr" else "batch size (tokens)"
-    ax.set(xscale="log", xlabel=label, ylabel="loss", title=f"Loss vs {label} (x: diverged)")
+    ax.set(xscale="log", xlabel=label, ylabel=axis_label(unit_of(report)), title=f"Loss vs {label} (x: diverged)")
     ax.legend(fontsize=6, ncol=2)
     return _save(fig, outdir, f"{name}_sweep.png")
 
@@ -153,7 +154,7 @@ def plot_fitted_vs_observed(report: dict, runs, outdir: str) -> str | None:
     ax.scatter(done["loss"][big], pred[big], s=22, c="C3", marker="s", label="largest size (held out in selection)")
     lims = [np.nanmin([done["loss"].min(), np.nanmin(pred)]), np.nanmax([done["loss"].max(), np.nanmax(pred)])]
     ax.plot(lims, lims, "k-", lw=0.8)
-    ax.set(xlabel="observed loss", ylabel=f"fitted loss ({law})", title="Fitted vs observed")
+    ax.set(xlabel=axis_label(unit_of(report), "observed loss"), ylabel=f"fitted loss ({law})", title="Fitted vs observed")
     ax.legend(fontsize=8)
     return _save(fig, outdir, "fitted_vs_observed.png")
 
@@ -179,7 +180,7 @@ def plot_curves(report: dict, curves, outdir: str) -> str | None:
             fit = group["laws"].get(law, {})
             if fit.get("status") == "ok":
                 ax.plot(steps, curve_fit.predict_curve(fit, c.lr, steps, c.warmup), style, color=f"C{i}", lw=1)
-    ax.set(xlabel="step", ylabel="train loss", title=f"Curve laws at N = {group['params']:.3g} (solid: Tissue, dashed: multi-power)")
+    ax.set(xlabel="step", ylabel=axis_label(unit_of(report), "train loss"), title=f"Curve laws at N = {group['params']:.3g} (solid: Tissue, dashed: multi-power)")
     ax.legend(fontsize=7)
     return _save(fig, outdir, "curves.png")
 
@@ -266,7 +267,7 @@ def plot_downstream_metric(report: dict, col: str, entry: dict, outdir: str) -> 
     title = f"{col}: {entry.get('form', '')}{flag}" if entry.get("status") == "ok" else \
         f"{col}: {entry.get('status')} - " + textwrap.shorten(str(entry.get("reason", "")), 110)
     fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=9)
-    ax_l.set(xlabel="validation loss (nats/token)", ylabel=col, title="vs loss")
+    ax_l.set(xlabel=axis_label(unit_of(report), "validation loss"), ylabel=col, title="vs loss")
     ax_c.set(xscale="log", xlabel="training FLOPs C", ylabel=col, title="vs compute (shaded / dashed: extrapolation)")
     for ax in (ax_l, ax_c):
         if ax.get_legend_handles_labels()[0]:
@@ -331,7 +332,7 @@ def plot_backtest(result: dict, outdir: str) -> str | None:
             hi_all.append(np.nanmax(pred))
         lims = [min(lo_all), max(hi_all)]
         ax.plot(lims, lims, "k-", lw=0.8)
-        ax.set(xlabel="observed loss (held out)", ylabel="predicted loss (refit without them)",
+        ax.set(xlabel=axis_label(unit_of(result), "observed loss, held out"), ylabel="predicted loss (refit without them)",
                title=f"held out: {info['heldout']} ({info['n_test']} runs, {info['extrapolation_factor']:.3g}x compute)")
         ax.legend(fontsize=7, title="law, mean |error|", title_fontsize=7)
     fig.suptitle("Backtest: predicted vs observed loss of held-out runs (bars: prediction intervals)", fontsize=10)
@@ -394,7 +395,7 @@ def plot_mup_transfer(report: dict, runs, outdir: str) -> str | None:
         title = f"{param}" + (f" (best LR spread {spread[param]:.2f} octaves)" if param in spread else "")
         ax.set(xscale="log", xlabel="learning rate (optim.lr)", title=title)
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("final validation loss")
+    axes[0][0].set_ylabel(axis_label(unit_of(report), "final validation loss"))
     fig.suptitle("LR transfer across width (star: best LR; x: diverged)", fontsize=10)
     return _save(fig, outdir, "mup_transfer.png")
 
@@ -410,7 +411,7 @@ def plot_schedule_prediction(result: dict, path: str) -> str:
     hi = np.array([np.nan if v is None else v for v in curve["loss_hi"]], dtype=float)
     if np.isfinite(lo).any():
         ax.fill_between(curve["step"], lo, hi, color="C0", alpha=0.2, lw=0, label=f"{result['level']:.0%} CI")
-    ax.set(xlabel="step", ylabel="train loss (nats/token)",
+    ax.set(xlabel="step", ylabel=result.get("loss_kind", "train loss"),
            title=f"{result['schedule']['text']} at N = {result['params']:.3g}: final {result['loss']:.3f}")
     twin = ax.twinx()
     twin.plot(lr["step"], lr["lr"], ":", color="C1", lw=1)

@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from scaling_cli import units
 from scaling_cli.errors import UserError
 from scaling_cli.fit import conformal, downstream, family, hyperparams, intervals, laws, parametric, reliability
 from scaling_cli.fit.bootstrap import finite_interval, scatter_draws
+from scaling_cli.units import with_bits
 
 # Residual draws per bootstrap sample for the prediction interval (200 samples x 50 = 10,000 draws).
 PI_DRAWS_PER_SAMPLE = 50
@@ -170,7 +172,7 @@ def predict(report: dict, params: float | None = None, tokens: float | None = No
     result: dict = {"params": n, "tokens": d, "flops": c, "tokens_per_param": None if n is None or d is None else d / n,
                     "params_kind": report.get("data", {}).get("params_kind", "total"), "level": level,
                     "loss": None, "loss_lo": None, "loss_hi": None, "loss_ci": [None, None], "loss_pi": [None, None],
-                    "target_notes": notes}
+                    "loss_unit": units.unit_of(report), "target_notes": notes}
     if d is None or n is None:  # the target needs an allocation that is withheld
         result |= _law_keys(report, law_name, law_note) | {
                    "residual_rmse_log": None,
@@ -265,9 +267,12 @@ def predict(report: dict, params: float | None = None, tokens: float | None = No
     return result
 
 
-def format_prediction(r: dict) -> str:
-    """Human-readable lines for the CLI."""
+def format_prediction(r: dict, verbose: bool = False) -> str:
+    """Human-readable lines for the CLI: the loss, its interval, the law, the distance and the warnings
+    first, then the allocation, hyperparameters and downstream metrics (those without a prediction
+    folded into one line unless `verbose`, which gives each its reason and why the law was chosen)."""
     pct = f"{r['level']:.0%}"
+    unit = r.get("loss_unit", units.TOKEN)
     iv = lambda pair, digits=4: "" if not pair or pair[0] is None else f" [{pair[0]:.{digits}g}, {pair[1]:.{digits}g}]"
     n_txt = "?" if r["params"] is None else f"{r['params']:.3g}"
     d_txt = "withheld" if r["tokens"] is None else f"{r['tokens']:.3g}"
@@ -277,29 +282,34 @@ def format_prediction(r: dict) -> str:
     if r["loss"] is None:
         lines.append("loss       not predicted")
     elif not r.get("reliable", True):
-        lines.append(f"loss       {r['loss']:.4f} nats/token   " + (
+        lines.append(f"loss       {with_bits(r['loss'], unit)}   " + (
             f"{pct} PI{iv(r['loss_pi'])} from the backtest misses alone (the law is flagged unreliable)"
             if r["loss_pi"][0] is not None else "no interval: the law is flagged unreliable and could not be backtested"))
     else:
         ci = f"{pct} CI{iv(r['loss_ci'])}" if r["loss_ci"][0] is not None else "no CI (fit without bootstrap)"
-        lines.append(f"loss       {r['loss']:.4f} nats/token   {ci}   {pct} PI{iv(r['loss_pi'])}")
-    if r.get("interval_method") and r["loss_pi"][0] is not None:
+        lines.append(f"loss       {with_bits(r['loss'], unit)}   {pct} PI{iv(r['loss_pi'])}   {ci}")
+    if verbose and r.get("interval_method") and r["loss_pi"][0] is not None:
         lines.append(f"interval   {r['interval_method']}")
-    lines.append(f"law        {r['law']} ({r['law_reason']})")
-    if not r.get("reliable", True):
-        lines.append("UNRELIABLE " + "; ".join(r.get("reasons", [])))
     bt = r.get("backtest") or {}
     parts = [f"{h.replace('_', ' ')} {b['mean_abs_rel_error']:.2%}"
              + (f" at {b['extrapolation_factor']:.3g}x" if b.get("extrapolation_factor") else "")
              for h, b in bt.items() if b.get("mean_abs_rel_error") is not None]
     if r.get("backtest_error") is not None:
-        lines.append(f"backtest   mean |error| {r['backtest_error']:.2%} on held-out runs ({'; '.join(parts)})")
+        backtest = f"mean |error| {r['backtest_error']:.2%} on held-out runs ({'; '.join(parts)})"
     elif parts:
-        lines.append(f"backtest   {'; '.join(parts)}")
+        backtest = "; ".join(parts)
     else:
-        lines.append("backtest   none (needs runs of >= 3 model sizes): the error of this extrapolation is unmeasured")
+        backtest = "none (needs runs of >= 3 model sizes): the error of this extrapolation is unmeasured"
+    if verbose:
+        lines += [f"law        {r['law']} ({r['law_reason']})", f"backtest   {backtest}"]
+    else:
+        fallback = "" if "fell back" not in (r.get("law_reason") or "") else f" ({r['law_reason']})"
+        lines.append(f"law        {r['law']}{fallback}; backtest {backtest}")
+    if not r.get("reliable", True):
+        lines.append("UNRELIABLE " + "; ".join(r.get("reasons", [])))
     if r.get("extrapolation_factor"):
         lines.append(f"extrapolation  {r['extrapolation_factor']:.3g}x the largest fitted compute")
+    lines += [f"warning    {w}" for w in r.get("warnings", [])]
     opt = r.get("compute_optimal")
     if opt and opt.get("withheld"):
         lines.append(f"optimal    withheld: {opt['withheld']}")
@@ -312,17 +322,25 @@ def format_prediction(r: dict) -> str:
         if f"{name}_opt" in r and ref:
             lines.append(f"{label:<10} {r[f'{name}_opt']:.3g}{iv(r[f'{name}_opt_interval'], 3)} ({r[f'{name}_opt_form']} fit); "
                          f"Step Law {ref['step_law'][name]:.3g}, DeepSeek {ref['deepseek'][name]:.3g}")
+    unanswered: dict[str, list[str]] = {}
     for col, got in r.get("downstream", {}).items():
-        if got.get("status") == "unreliable":  # the loss-law style: "withheld: <law> is flagged unreliable: ..."
-            lines.append(f"{col:<10} withheld: {got.get('reason')}")
-        elif got.get("value") is None:
-            lines.append(f"{col:<10} no prediction ({got.get('status')}: {got.get('reason')})")
-        else:
+        if got.get("value") is not None:
             how = got.get("stages") or got.get("form", "")
             extra = ", extrapolated" if got.get("extrapolation") else ""
             lines.append(f"{col:<10} {got['value']:.4g}{iv(got['interval'], 3)} ({how}{extra})")
+        elif not verbose:
+            unanswered.setdefault("withheld: flagged unreliable" if got.get("status") == "unreliable"
+                                  else str(got.get("status")), []).append(col)
+        elif got.get("status") == "unreliable":  # the loss-law style: "withheld: <law> is flagged unreliable: ..."
+            lines.append(f"{col:<10} withheld: {got.get('reason')}")
+        else:
+            lines.append(f"{col:<10} no prediction ({got.get('status')}: {got.get('reason')})")
+    if unanswered:
+        count = sum(len(cols) for cols in unanswered.values())
+        lines.append(f"no prediction for {count} downstream metric(s): "
+                     + "; ".join(f"{', '.join(cols)} ({status})" for status, cols in unanswered.items())
+                     + " (--verbose: each reason)")
     notes = {k: v for k, v in (r.get("target_notes") or {}).items() if k != "withheld"}
     if notes:
         lines.append("notes      " + "; ".join(f"{k.replace('_from', '')} = {v}" for k, v in notes.items()))
-    lines += [f"warning    {w}" for w in r.get("warnings", [])]
     return "\n".join(lines)

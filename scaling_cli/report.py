@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from scaling_cli.plan import RunSpec, totals
+from scaling_cli.units import human
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -18,13 +19,6 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 # target is 40%, unmeasured); plain single runs of these sizes reach 14-30%. CPU plans print
 # CPU-hours at 50 GFLOP/s, what 2 cores sustain on these small matmuls.
 _ASSUMED_FLOPS = {"cuda": 0.2 * 989e12, "cpu": 50e9}
-
-
-def human(x: float, unit: str = "") -> str:
-    for scale, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= scale:
-            return f"{x / scale:.3g}{suffix}{unit}"
-    return f"{x:.3g}{unit}"
 
 
 def print_plan(specs: list[RunSpec], cfg) -> None:
@@ -41,14 +35,33 @@ def print_plan(specs: list[RunSpec], cfg) -> None:
     label = "GPU-hours (H100 at an assumed 20% MFU)" if device == "cuda" else "CPU-hours (at 50 GFLOP/s)"
     console.print(f"total: {total['runs']} runs, {human(total['tokens'])} tokens, {human(total['flops'], 'FLOP')}, "
                   f"~{hours:.3g} {label}")
+    _print_validation(specs, device)
     _print_packing(specs, cfg.launcher)
     _print_compiles(specs, cfg.launcher)
     branches = [s for s in specs if s.parent]
     if branches:
         saved = 1 - total["flops"] / total["flops_unbranched"]
-        console.print(f"WSD branching: {len(branches)} decay branches from {len(specs) - len(branches)} stable runs "
+        console.print(f"WSD branching: {len(branches)} decay branches from {sum(bool(s.branch_points) for s in specs)} stable runs "
                       f"cost {human(total['flops'], 'FLOP')} instead of {human(total['flops_unbranched'], 'FLOP')} "
                       f"for the same runs trained separately ({100 * saved:.0f}% saved)")
+
+
+def _print_validation(specs: list[RunSpec], device: str) -> None:
+    """The validation targets (sweep.validate): trained in this sweep, never fitted; each with its
+    distance from the fitted runs and its time at the plan's assumed throughput (an estimate)."""
+    targets = [s for s in specs if s.role == "validation"]
+    if not targets:
+        return
+    fitted = [s.flops for s in specs if s.role != "validation" and not s.branch_points]  # stable runs are not fitted
+    largest = max(fitted, default=0.0)
+    unit = "GPU-minutes (H100 at an assumed 20% MFU)" if device == "cuda" else "CPU-minutes (at 50 GFLOP/s)"
+    console.print(f"validation targets: {len(targets)} run(s) trained like any other but never fitted; "
+                  "`scaling-cli fit` predicts each from the other runs and reports the error")
+    for s in targets:
+        distance = f" = {s.flops / largest:.3g}x the largest fitted run ({human(largest, 'FLOP')})" if largest else ""
+        console.print(f"  {s.name}: N {human(s.params)}, D {human(s.tokens)} (D/N {s.tokens / s.params:.3g}), "
+                      f"{human(s.flops, 'FLOP')}{distance}")
+        console.print(f"    ~{s.flops / _ASSUMED_FLOPS[device] / 60:.3g} {unit}, an estimate")
 
 
 def _print_packing(specs: list[RunSpec], launcher) -> None:

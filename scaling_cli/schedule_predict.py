@@ -18,7 +18,7 @@ The answer comes from the schedule-aware curve law (Tissue et al. or multi-power
 the lower leave-one-curve-out error) of one fitted model size: the nearest to --params, else the
 largest. Curve laws describe one model size and one batch size; they say nothing about another
 N, so the result names the size it used. The loss is the train loss the laws were fitted to
-(nats/token), with a confidence band from the laws' bootstrap samples and, beside it, the
+(nats/token, or nats/byte on byte-level data), with a confidence band from the laws' bootstrap samples and, beside it, the
 leave-one-curve-out error: how far the law missed a schedule it had not seen, at this size.
 numpy only; the curve-law fit itself is scaling_cli.fit.curve_fit.
 """
@@ -35,6 +35,7 @@ from scaling_cli.errors import UserError
 from scaling_cli.fit import curve_fit
 from scaling_cli.fit.bootstrap import finite_interval
 from scaling_cli.schedule import length_in_steps, lr_multipliers
+from scaling_cli.units import axis_label, unit_of
 
 SPEC_FORMAT = ("NAME:STEPS[:DECAY][:warmup=W][:lr=PEAK][:final=F][:shape=S] with NAME cosine, linear, wsd or "
                "constant, e.g. cosine:24000, wsd:24000:0.2, constant:72000:warmup=500")
@@ -192,7 +193,7 @@ def predict_schedule(report: dict, spec: ScheduleSpec, params: float | None = No
         "params": float(group["params"]), "group_reason": why, "batch_size": batch,
         "tokens": float(spec.steps * batch) if batch else None,
         "law": law, "law_reason": "lower leave-one-curve-out error" if len(group["laws"]) > 1 else "only law fitted",
-        "loss": float(curve[-1]), "loss_ci": bands[-1], "level": level, "loss_kind": "train loss (nats/token)",
+        "loss": float(curve[-1]), "loss_ci": bands[-1], "level": level, "loss_kind": axis_label(unit_of(report), "train loss"),
         "leave_one_curve_out_error": fit.get("heldout_mean_abs_rel_error"),
         "leave_one_curve_out": fit.get("leave_one_curve_out", []),
         "fitted_schedules": group.get("schedules", []), "fitted_runs": len(group.get("runs", [])),

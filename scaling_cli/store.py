@@ -136,7 +136,7 @@ _SPEC_COLUMNS = {
     "batch_size_tokens": "batch_size", "seq_len": "seq_len", "d_model": "d_model",
     "n_layer": "n_layer", "n_head": "n_head", "vocab_size": "vocab_size", "schedule": "schedule",
     "warmup": "warmup", "seed": "seed", "parametrization": "parametrization", "qk_layernorm": "qk_layernorm",
-    "z_loss": "z_loss",
+    "z_loss": "z_loss", "tokenizer": "tokenizer",
 }
 
 
@@ -146,9 +146,11 @@ def load_runs(root: str) -> pd.DataFrame:
     Columns: run_id, name, sweep, status, params, params_nonembed, tokens, flops, loss (final
     validation loss in nats/token; NaN unless the run is done), lr, batch_size (tokens per
     step), seq_len, d_model, n_layer, n_head, vocab_size, schedule, warmup, seed, step (last
-    step reached), parametrization, qk_layernorm, z_loss (None in stores older than these
+    step reached), parametrization, qk_layernorm, z_loss, tokenizer (None in stores older than these
     fields), pack_size (how many runs trained together in the pack that finished this one; 1
-    alone), and `<task>_<metric>` for every other eval recorded at the last eval step.
+    alone), wsd_role ('stable', 'branch' or ''), role ('fit', or 'validation' for a sweep.validate
+    target that no fit may see), and `<task>_<metric>` for every other eval recorded at the last
+    eval step.
     Unfinished runs report the tokens and FLOPs they were planned for.
     """
     store = RunStore(root)
@@ -162,6 +164,8 @@ def load_runs(root: str) -> pd.DataFrame:
         row["pack_size"] = status.get("pack_size", 1)
         # WSD branching: a stable run is never annealed, so it is no final point of a loss law
         row["wsd_role"] = "stable" if spec.get("branch_points") else ("branch" if spec.get("parent") else "")
+        # sweep.validate targets: trained like any run, never fitted (stores older than the field: "fit")
+        row["role"] = spec.get("role") or "fit"
         row["loss"] = float("nan")
         if store.exists(run_id, "evals.parquet"):
             evals = store.read_table(run_id, "evals")
@@ -174,7 +178,7 @@ def load_runs(root: str) -> pd.DataFrame:
                     else:
                         row[f"{task}_{metric}"] = float(value)
         rows.append(row)
-    columns = list(_SPEC_COLUMNS.values()) + ["status", "step", "loss"]
+    columns = list(_SPEC_COLUMNS.values()) + ["status", "step", "loss", "role"]
     return pd.DataFrame(rows, columns=None if rows else columns)
 
 

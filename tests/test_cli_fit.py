@@ -43,7 +43,7 @@ def test_fit_csv_writes_report_and_plots(csv_fit, capsys):
                                                "compute_only")
     assert report["selection"]["reliable"] and report["laws"][report["selection"]["loss_law"]]["reliable"]
     assert {"largest_size", "largest_compute"} == set(report["backtests"])
-    assert "backtests (refit without the held-out runs" in out and "<- selected" in out
+    assert "(backtest: mean |relative error| on held-out runs)" in out and "<- selected" in out  # one screen
     assert "rmse_log" in report["diagnostics"]["chinchilla"]["residuals"]
     assert "heldout" in report["diagnostics"]["chinchilla"]
     for png in ("loss_vs_compute.png", "isoflop.png", "lr_sweep.png", "fitted_vs_observed.png"):
@@ -68,7 +68,7 @@ def test_predict_json_after_fit(csv_fit, capsys):
     assert main(["predict", "--flops", "6e22", "--fit", str(outdir)]) == 0
     text = capsys.readouterr().out
     assert "N_opt" in text and "CI" in text and "PI" in text and "law" in text
-    assert "backtest   mean |error|" in text and "x the largest fitted compute" in text
+    assert "; backtest mean |error|" in text and "x the largest fitted compute" in text
 
 
 def _write_store(root, seed=0):

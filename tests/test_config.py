@@ -49,7 +49,7 @@ def test_compose_defaults_pick_the_cpu_groups_and_the_tiny_sweep():
     # and it sets the schedule (wsd, 25 warmup steps), the byte-level vocabulary and untied embeddings
     assert cfg.sweep.name == "tiny"
     assert (cfg.schedule.name, cfg.schedule.warmup, cfg.schedule.min_lr_ratio) == ("wsd", 25, 0.0)
-    assert (cfg.model.vocab_size, cfg.model.tied_embeddings, cfg.train.batch_size) == (259, False, 8)
+    assert (cfg.model.vocab_size, cfg.model.tied_embeddings, cfg.train.batch_size) == (257, False, 8)
     assert list(cfg.sweep.wsd_branches) == [0.25, 0.5, 0.75, 1.0] and len(cfg.sweep.grid) == 0
     assert list(cfg.sweep.zip[0]["model.d_model"]) == [16, 24, 32, 48, 64, 96]
     validate(cfg)  # the shipped default is valid
@@ -150,7 +150,7 @@ def test_sweep_grid_override_adds_an_axis_to_the_sweep():
     cfg = compose(["sweep.grid={train.seed:[0,1]}"])
     assert OmegaConf.to_container(cfg.sweep.grid) == {"train.seed": [0, 1]}
     specs = expand(cfg)
-    assert len(specs) == 60  # tiny's 30 runs (6 stable + 24 branches) x 2 seeds
+    assert len(specs) == 61  # tiny's 30 runs (6 stable + 24 branches) x 2 seeds, + its validation target (not crossed)
     assert sorted({s.config["train"]["seed"] for s in specs}) == [0, 1]
 
 
@@ -219,7 +219,7 @@ INVALID = [
     ("model.seq_len", 0, "model.seq_len"),
     ("model.vocab_size", -5, "model.vocab_size"),
     ("model.n_head", 3, "model.d_model"),  # 64 % 3 != 0
-    ("model.vocab_size", 258, "model.vocab_size"),  # < 256 bytes + specials
+    ("model.vocab_size", 256, "model.vocab_size"),  # < 256 bytes + end-of-text
     ("model.z_loss", -1e-4, "model.z_loss"),
     ("model.logit_softcap", -1.0, "model.logit_softcap"),
     ("model.mlp_ratio", 0.0, "model.mlp_ratio"),
@@ -278,7 +278,7 @@ def test_validate_steps_must_be_positive(base_cfg):
 
 @pytest.mark.parametrize("edits", [
     {"schedule.min_lr_ratio": 0.0}, {"schedule.min_lr_ratio": 1.0}, {"schedule.warmup": 0.0},
-    {"optim.beta1": 0.0}, {"optim.grad_clip": 0.0}, {"model.vocab_size": 259}, {"train.threads": 0},
+    {"optim.beta1": 0.0}, {"optim.grad_clip": 0.0}, {"model.vocab_size": 257}, {"train.threads": 0},
     {"train.tokens": None, "train.steps": 1}, {"model.d_model": 66, "model.n_head": 3},
 ])
 def test_validate_accepts_boundary_values(base_cfg, edits):

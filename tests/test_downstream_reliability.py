@@ -128,7 +128,7 @@ def test_flags_reach_fit_json_the_table_predict_and_the_report(tmp_path, capsys)
     path = tmp_path / "runs.csv"
     _table().to_csv(path, index=False)
     outdir = tmp_path / "fit"
-    assert main(["fit", str(path), "-o", str(outdir), "--no-plots", *FAST]) == 0
+    assert main(["fit", str(path), "-o", str(outdir), "--no-plots", "--verbose", *FAST]) == 0
     out = capsys.readouterr().out
     line = lambda col: next(ln for ln in out.splitlines() if ln.strip().startswith(col + " "))
     assert " ok " in line("clean_ce") and " UNRELIABLE " in line("bad_ce") and " UNRELIABLE " in line("acc")
@@ -153,7 +153,9 @@ def test_flags_reach_fit_json_the_table_predict_and_the_report(tmp_path, capsys)
         assert result[col] is None and result[f"{col}_interval"] == [None, None]
         assert got["status"] == "unreliable" and got["value"] is None and what in got["reason"]
     assert result["downstream"]["bad_ce"]["model_params"] == pytest.approx(4e7)
-    assert main(args) == 0
+    assert main(args) == 0  # one line for what it withholds; --verbose gives each reason
+    assert "no prediction for 2 downstream metric(s): bad_ce, acc (withheld: flagged unreliable)" in capsys.readouterr().out
+    assert main([*args, "--verbose"]) == 0
     text = capsys.readouterr().out
     assert "bad_ce     withheld: L_down = E + A / D_p^alpha at N≈4e+07 is flagged unreliable: E is not identified" in text
 

@@ -107,7 +107,7 @@ def test_fit_cli_curve_points_flag(tmp_path, capsys):
     path = tmp_path / "curves.csv"
     table.to_csv(path, index=False)
     assert main(["fit", str(path), "--n-boot", "10", "--grid-size", "2", "--no-plots",  # forced on
-                 "--curve-groups", "0", "--curve-points"]) == 0
+                 "--curve-groups", "0", "--curve-points", "--verbose"]) == 0
     assert "from curves" in capsys.readouterr().out
     report = json.loads((tmp_path / "curves_fit" / "fit.json").read_text())
     entry = report["laws"]["curve_points"]

@@ -46,7 +46,7 @@ def degenerate_fit(tmp_path_factory):
         tmp / "runs.csv", index=False)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert main(["fit", str(tmp / "runs.csv"), "-o", str(tmp / "fit"), *FAST]) == 0
+        assert main(["fit", str(tmp / "runs.csv"), "-o", str(tmp / "fit"), "--verbose", *FAST]) == 0
     return tmp, out.getvalue()
 
 

@@ -49,14 +49,15 @@ def test_with_cuda_and_no_sweep_named_the_gpu_default_is_planned(cuda, capsys, t
     cuda(True)
     out = dry_run(capsys, f"store.root={tmp_path}")
     assert f"sweep={GPU_DEFAULT_SWEEP}: the GPU default" in out
-    assert f"sweep '{GPU_DEFAULT_SWEEP}': 33 runs" in out
-    assert "compile: at most 20 graphs" in out  # 5 architectures x 2 regions x (packs, alone)
+    assert f"sweep '{GPU_DEFAULT_SWEEP}': 34 runs" in out  # 33 fitted + the validation target
+    assert "compile: at most 22 graphs" in out  # 5 architectures x 2 regions x (packs, alone) + the target's 2
+    assert "GPU-minutes (H100 at an assumed 20% MFU), an estimate" in out  # the target's GPU time
 
 
 def test_without_cuda_the_cpu_default_stays_tiny(cuda, capsys, tmp_path):
     cuda(False)
     out = dry_run(capsys, f"store.root={tmp_path}")
-    assert "GPU default" not in out and "sweep 'tiny': 30 runs" in out
+    assert "GPU default" not in out and "sweep 'tiny': 31 runs" in out  # 30 fitted + the validation target
 
 
 @pytest.mark.parametrize("named", ["sweep=tiny", "+sweep=lr_batch"])
@@ -69,8 +70,27 @@ def test_a_named_sweep_wins_over_the_hardware_default(cuda, capsys, tmp_path, na
 # ------------------------------------------------------------------ the design of sweeps/small.yaml
 
 @pytest.fixture(scope="module")
-def small_specs():
+def planned():
     return expand(compose([f"sweep={GPU_DEFAULT_SWEEP}"]))
+
+
+@pytest.fixture(scope="module")
+def small_specs(planned):
+    """The runs the laws are fitted on (the validation target has its own test)."""
+    return [s for s in planned if s.role == "fit"]
+
+
+def test_a_validation_target_at_10x_the_largest_fitted_run(planned, small_specs, cuda, capsys, tmp_path):
+    (target,) = [s for s in planned if s.role == "validation"]
+    largest = max(s.flops for s in small_specs)
+    assert target.flops >= 10 * largest
+    assert (target.config["model"]["d_model"], target.config["model"]["n_layer"]) == (512, 8)
+    cuda(True)
+    out = dry_run(capsys, f"store.root={tmp_path}")
+    minutes = target.flops / ASSUMED_MFU_FLOPS / 60
+    assert f"= {target.flops / largest:.3g}x the largest fitted run" in out
+    assert f"~{minutes:.3g} GPU-minutes (H100 at an assumed 20% MFU), an estimate" in out
+    assert 20 < minutes < 30  # the file says ~24 min
 
 
 def test_every_size_has_several_token_multipliers_well_above_one(small_specs):
@@ -97,7 +117,7 @@ def test_the_lr_axis_sits_at_four_cells_of_different_n_and_d(small_specs):
     assert len(small_specs) == len(cells) + 4 * 4  # the axis is not crossed with the whole grid
 
 
-def test_budget_fits_15_minutes_on_an_h100_at_the_stated_mfu(small_specs):
+def test_the_fitted_runs_fit_15_minutes_on_an_h100_at_the_stated_mfu(small_specs):
     flops = sum(s.flops_to_train for s in small_specs)
     training_min = flops / ASSUMED_MFU_FLOPS / 60
     assert 4 < training_min < 9  # the file says ~7.2 min, leaving room for start-up, compile and evals
@@ -157,13 +177,14 @@ def test_an_override_the_gpu_default_would_overwrite_stops_the_command(capsys, t
 def test_dropping_the_blocks_lets_a_single_budget_through(capsys, tmp_path):
     out = dry_run(capsys, f"sweep={GPU_DEFAULT_SWEEP}", "sweep.extra=[]", "train.tokens_per_param=null",
                   "train.tokens=1e7", f"store.root={tmp_path}")
-    assert "sweep 'small': 5 runs" in out  # 5 sizes, one budget each
+    assert "sweep 'small': 6 runs" in out  # 5 sizes, one budget each, and the validation target
 
 
 # ------------------------------------------------------------------ the chain on a scaled-down copy
 
 # The GPU default's sizes mapped to tiny ones (same count, same order), and its budgets scaled down.
-TINY_SHAPES = {128: (16, 1, 2), 192: (24, 1, 2), 256: (32, 2, 2), 320: (40, 2, 2), 384: (48, 2, 2)}
+TINY_SHAPES = {128: (16, 1, 2), 192: (24, 1, 2), 256: (32, 2, 2), 320: (40, 2, 2), 384: (48, 2, 2),
+               512: (64, 2, 2)}
 TOKENS_SCALE = 1 / 8
 CPU_SETTINGS = {
     "model": {"seq_len": 32, "vocab_size": 512},  # the vocabulary of the other CPU tests: its data cache is shared
@@ -176,9 +197,14 @@ CPU_SETTINGS = {
 
 
 def scaled_copy(folder: Path) -> Path:
-    """sweeps/small.yaml with every block's shapes tiny and token multipliers x TOKENS_SCALE."""
+    """sweeps/small.yaml with every block's (and the validation target's) shapes tiny and token
+    multipliers x TOKENS_SCALE."""
     design = OmegaConf.to_container(OmegaConf.load(sweep_files()[GPU_DEFAULT_SWEEP]))
     blocks = [design["sweep"], *design["sweep"]["extra"]]
+    for target in design["sweep"]["validate"]:
+        shape = TINY_SHAPES[target["model.d_model"]]
+        target.update({"model.d_model": shape[0], "model.n_layer": shape[1], "model.n_head": shape[2],
+                       "train.tokens_per_param": target["train.tokens_per_param"] * TOKENS_SCALE})
     for block in blocks:
         for group in block.get("zip", []):
             shapes = [TINY_SHAPES[d] for d in group["model.d_model"]]
@@ -204,7 +230,7 @@ def test_sweep_fit_predict_on_a_scaled_down_copy_of_the_gpu_default(tmp_path, ca
     store = tmp_path / "runs"
     assert main(["sweep", "--no-progress", "--sweeps-dir", str(sweeps), "sweep=small_cpu_copy",
                  f"store.root={store}"]) == 0
-    assert "trained 33 runs (33 done)" in capsys.readouterr().out
+    assert "trained 34 runs (34 done)" in capsys.readouterr().out  # 33 fitted + the validation target
     assert main(["fit", str(store), "--n-boot", "10", "--grid-size", "3", "--curve-groups", "2", "--no-plots"]) == 0
     report = json.loads((store / "_fit" / "fit.json").read_text())
     assert report["laws"]["chinchilla"]["status"] == "ok"
@@ -214,6 +240,8 @@ def test_sweep_fit_predict_on_a_scaled_down_copy_of_the_gpu_default(tmp_path, ca
     lr = report["laws"]["lr_opt"]
     assert len(lr.get("cells", [])) + len(lr.get("skipped_cells", [])) == 4  # the 4 cells of the lr axis
     assert any(report["downstream"]["metrics"])  # downstream columns reached the fit
+    (target,) = report["validation"]  # predicted from the 33 fitted runs, never fitted
+    assert target["run_id"] not in report["loss_law_runs"] and np.isfinite(target["loss"])
     capsys.readouterr()
     assert main(["predict", "--params", "7e9", "--fit", str(store / "_fit"), "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)

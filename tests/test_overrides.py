@@ -29,8 +29,11 @@ def test_override_of_one_zipped_key_fails_naming_the_group_and_the_fix(capsys, t
     assert "runs ->" not in out  # nothing was planned
     # ...and the fix it names works: without the group, the override holds in every run
     code, out, err = dry_run(capsys, tmp_path, "model.d_model=256", "sweep.zip=[]")
-    assert code == 0 and "sweep 'tiny': 5 runs" in out and err == []  # one stable run + its 4 decays
-    assert {s.config["model"]["d_model"] for s in expand(compose(["model.d_model=256", "sweep.zip=[]"]))} == {256}
+    assert code == 0 and "sweep 'tiny': 6 runs" in out  # one stable run + its 4 decays, + the validation target
+    assert err == ["scaling-cli sweep: note: model.d_model=256 applies to the fitted runs; the validation target "
+                   "sweep.validate[0] keeps its own model.d_model"]
+    specs = expand(compose(["model.d_model=256", "sweep.zip=[]"]))
+    assert {s.config["model"]["d_model"] for s in specs if s.role == "fit"} == {256}
 
 
 def test_override_of_a_grid_axis_replaces_it_and_says_so(capsys, tmp_path):
@@ -49,10 +52,11 @@ def test_overriding_every_key_of_a_zip_group_replaces_the_group(capsys, tmp_path
     # the default zips shape, learning rate and token budget per size
     group = ["model.d_model=128", "model.n_layer=2", "model.n_head=4", "optim.lr=1e-3", "train.tokens=1e6"]
     code, out, err = dry_run(capsys, tmp_path, *group)
-    assert code == 0 and "sweep 'tiny': 5 runs" in out  # one shape: its stable run and 4 decays
-    assert len(err) == 1 and "replace the zipped axis sweep.zip[0]" in err[0]
+    assert code == 0 and "sweep 'tiny': 6 runs" in out  # one shape: its stable run and 4 decays, + the target
+    assert len(err) == 2 and "replace the zipped axis sweep.zip[0]" in err[0]
+    assert "apply to the fitted runs; the validation target sweep.validate[0] keeps its own" in err[1]
     shapes = {(s.config["model"]["d_model"], s.config["model"]["n_layer"], s.config["model"]["n_head"],
-               s.config["optim"]["lr"]) for s in expand(compose(group))}
+               s.config["optim"]["lr"]) for s in expand(compose(group)) if s.role == "fit"}
     assert shapes == {(128, 2, 4, 1e-3)}
 
 
@@ -106,4 +110,4 @@ def test_override_of_a_key_the_budget_planner_sets_fails(capsys, tmp_path, plann
 
 def test_overrides_of_keys_the_sweep_does_not_vary_are_silent(capsys, tmp_path):
     code, out, err = dry_run(capsys, tmp_path, "optim.weight_decay=0.05", "model=tiny", "train.batch_size=8")
-    assert code == 0 and "sweep 'tiny': 30 runs" in out and err == []
+    assert code == 0 and "sweep 'tiny': 31 runs" in out and err == []

@@ -100,7 +100,7 @@ def lr_batch_specs():
     return expand(compose(["sweep=lr_batch"]))
 
 
-@pytest.mark.parametrize("sweep, runs", [("tiny", 30), ("isoflop_cpu", 15), ("lr_batch", 30), ("single", 1)])
+@pytest.mark.parametrize("sweep, runs", [("tiny", 31), ("isoflop_cpu", 15), ("lr_batch", 30), ("single", 1)])
 def test_shipped_sweeps_expand_to_their_documented_run_counts(request, sweep, runs):
     if sweep == "isoflop_cpu":
         specs = expand(compose(["sweep=isoflop_cpu"]))
@@ -114,10 +114,10 @@ def test_shipped_sweeps_expand_to_their_documented_run_counts(request, sweep, ru
 
 
 def test_tiny_sweep_runs_carry_their_grid_point(tiny_cfg):
-    specs = expand(tiny_cfg)
+    specs = [s for s in expand(tiny_cfg) if s.role == "fit"]  # the validation target: tests/test_validation.py
     branches = [s for s in specs if s.parent]
     # each size's decay branches end at 1/4, 1/2, 3/4 and all of its zipped train.tokens (whole steps)
-    budget = dict(zip([16, 24, 32, 48, 64, 96], [1.5e6, 2.0e6, 2.5e6, 3.5e6, 5.0e6, 6.8e6]))
+    budget = dict(zip([16, 24, 32, 48, 64, 96], [2.3e6, 3.0e6, 3.0e6, 4.3e6, 2.7e6, 1.35e6]))
     tokens = {s.config["model"]["d_model"]: [] for s in branches}
     for s in sorted(branches, key=lambda s: s.tokens):
         tokens[s.config["model"]["d_model"]].append(s.tokens)
@@ -125,8 +125,8 @@ def test_tiny_sweep_runs_carry_their_grid_point(tiny_cfg):
     for width, values in tokens.items():
         np.testing.assert_allclose(values, np.array([0.25, 0.5, 0.75, 1.0]) * budget[width], rtol=0.01,
                                    err_msg=str(width))
-    ratios = [s.tokens / s.params for s in branches]  # tokens per parameter (total): 11..131
-    assert 10 < min(ratios) < 12 and 130 < max(ratios) < 133
+    ratios = [s.tokens / s.params for s in branches]  # tokens per parameter (total): 2.1..203
+    assert 2 < min(ratios) < 2.2 and 200 < max(ratios) < 205
     assert len([s for s in specs if s.branch_points]) == 6
     for spec in specs:
         for key, value in spec.overrides.items():
@@ -157,7 +157,7 @@ def test_steps_given_directly(single_cfg):
 def test_totals_sum_the_plan(tiny_cfg):
     specs = expand(tiny_cfg)
     total = totals(specs)
-    assert total["runs"] == 30
+    assert total["runs"] == 31  # 30 fitted + the validation target
     assert total["tokens"] == sum(s.tokens for s in specs)
     assert total["flops"] == pytest.approx(sum(s.flops_to_train for s in specs))  # a branch pays for its decay only
     assert total["flops_unbranched"] == pytest.approx(sum(s.flops for s in specs if not s.branch_points))
@@ -179,10 +179,12 @@ def test_summary_is_the_flat_record_for_the_store(single_specs):
 # ------------------------------------------------------------------ expand: guards
 
 def test_max_runs_guard(tiny_cfg):
-    # WSD families count as the runs they train: 6 sizes x (1 stable + 4 branches)
+    # WSD families count as the runs they train: 6 sizes x (1 stable + 4 branches), + the validation target
     with pytest.raises(ConfigError, match=r"^sweep\.max_runs: the grid expands to 30 runs, more than sweep\.max_runs=29"):
         expand(_edited(tiny_cfg, {"sweep.max_runs": 29}))
-    assert len(expand(_edited(tiny_cfg, {"sweep.max_runs": 30}))) == 30
+    with pytest.raises(ConfigError, match=r"^sweep\.max_runs: the grid and sweep\.validate expand to 31 runs"):
+        expand(_edited(tiny_cfg, {"sweep.max_runs": 30}))
+    assert len(expand(_edited(tiny_cfg, {"sweep.max_runs": 31}))) == 31
 
 
 def test_unknown_key_in_grid_is_named(single_cfg):

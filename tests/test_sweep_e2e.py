@@ -172,7 +172,7 @@ def test_bad_input_is_one_line_nonzero_and_writes_no_run(override, field, tiny_o
 def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, capsys):
     assert sweep("--dry-run", f"store.root={tmp_path / 'runs'}") == 0
     out = capsys.readouterr().out
-    assert "30 runs" in out and "FLOP" in out
+    assert "31 runs" in out and "FLOP" in out and "validation targets: 1 run(s)" in out
     assert not (tmp_path / "runs").exists()
 
 

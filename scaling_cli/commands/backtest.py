@@ -22,6 +22,7 @@ import json
 import sys
 import time
 
+from scaling_cli import units
 from scaling_cli.commands.fit import (add_fitting_arguments, add_input_arguments, backtest_table, column_spec,
                                       default_outdir, fit_set_option, fit_set_lines)
 
@@ -120,7 +121,16 @@ def _backtest(prepared, options) -> dict:
                                                          derived.get(kind)).items():
             backtests[holdout]["scores"][name]["calibrated_coverage"] = cov["coverage"]
             backtests[holdout]["scores"][name]["calibrated_intervals"] = cov["intervals"]
-    return {"params_kind": kind, "n_runs": int(len(done)), "backtests": backtests, "selection": block["selection"],
+    # the sweep's validation targets, predicted by the laws fitted here (as `fit` does: scaling_cli.validation)
+    from scaling_cli.fit import artifact
+    from scaling_cli.validation import validate_targets
+
+    fitted = {"laws": block["entries"], "selection": block["selection"], "backtests": block["backtests"],
+              "level": options.level, "data": inputs.prepared.meta | {"ranges": {"flops": [float(done["flops"].min()),
+                                                                                         float(done["flops"].max())]}}}
+    validation = validate_targets(artifact.to_jsonable(fitted), inputs.prepared.validation)
+    return {"validation": validation,
+            "params_kind": kind, "n_runs": int(len(done)), "backtests": backtests, "selection": block["selection"],
             "fit_set": block["fit_set"], "params_kinds": block["params_kinds"],
             "reliability": {n: {"reliable": e.get("reliable"), "reasons": e.get("reasons")}
                             for n, e in block["entries"].items() if e.get("status") == "ok"},
@@ -133,8 +143,9 @@ def run(args: argparse.Namespace) -> int:
 
 
     from scaling_cli.errors import UserError
-    from scaling_cli.fit import artifact, backtest, loss_laws, pipeline, table
+    from scaling_cli.fit import artifact, pipeline, table
     from scaling_cli.fit.bootstrap import FitOptions
+    from scaling_cli.validation import format_validation
 
     start = time.perf_counter()
     try:
@@ -151,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
     with pipeline.one_blas_thread():
         result = _backtest(prepared, options)
     result["source"] = args.source
+    n_curve = result.pop("n_curve_points")
+    meta = result.pop("source_meta")
     outdir = args.outdir or default_outdir(args.source, table.is_table(args.source), "backtest")
     plots = []
     if not args.no_plots:
@@ -163,8 +176,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(artifact.to_jsonable(summary_json(result))))
         return 0
-    n_curve = result.pop("n_curve_points")
-    meta = result.pop("source_meta")
     print(f"backtest of {result['n_runs']} runs (one per (N, D) cell) from {meta['source']}; params: "
           f"{result['params_kind']}" + (f"; the L(N, D) laws also train on {n_curve} points derived from curves"
                                         if n_curve else ""))
@@ -175,5 +186,7 @@ def run(args: argparse.Namespace) -> int:
     for law, r in result["reliability"].items():
         if not r["reliable"]:
             print(f"  {law} is flagged unreliable: " + "; ".join(r["reasons"]))
+    for line in format_validation(result["validation"], prepared.meta.get("loss_unit", units.TOKEN)):
+        print(line)
     print(f"wrote {path}" + (f" and {plots[0]}" if plots and plots[0] else "") + f" ({result['elapsed_s']:.1f} s)")
     return 0

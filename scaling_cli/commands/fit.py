@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from scaling_cli import units
+
 
 # What the intervals mean and how well they cover (README "Laws, backtests and intervals").
 INTERVALS_NOTE = """\
@@ -31,6 +33,7 @@ unidentified, implausible allocation) gets no interval and no allocation in `pre
 
 # The L(N, D) loss laws (scaling_cli/fit/family.py), printed with their parameters and flags.
 LOSS_FAMILY = ("chinchilla", "chinchilla_fixed_e", "overtrain", "overtrain_fixed_e")
+LOSS_LAW_NAMES = (*LOSS_FAMILY, "chinchilla_beta_n", "compute_only")
 
 
 def register(subparsers) -> None:
@@ -53,6 +56,9 @@ def register(subparsers) -> None:
     fit = add_fitting_arguments(p, n_boot=200, n_boot_help="bootstrap resamples over runs (default: 200; 0: no intervals)")
     fit.add_argument("--curve-groups", type=int, default=8, help="most model sizes given curve-law fits (default: 8)")
     fit.add_argument("--no-plots", action="store_true", help="write fit.json only")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print every law with its parameters, intervals and flags, every backtest and downstream fit "
+                        "(default: one screen: the loss laws, the validation targets, one line per downstream metric)")
     p.set_defaults(func=run)
 
 
@@ -106,7 +112,8 @@ def add_input_arguments(p) -> None:
     cols = p.add_argument_group("columns (tables)")
     cols.add_argument("--params-col", default="params", help="column with the parameter count N (default: params)")
     cols.add_argument("--tokens-col", default="tokens", help="column with training tokens D (default: tokens)")
-    cols.add_argument("--loss-col", default="loss", help="column with the final loss in nats/token (default: loss)")
+    cols.add_argument("--loss-col", default="loss", help="column with the final loss, nats per token or per byte "
+                      "(--loss-unit) (default: loss)")
     cols.add_argument("--flops-col", default=None, help="column with training FLOPs (default: 'flops' if present, else C = 6ND)")
     cols.add_argument("--lr-col", default=None, help="column with the peak learning rate (default: 'lr' if present)")
     cols.add_argument("--batch-size-col", default=None, help="column with tokens per step (default: 'batch_size' if present)")
@@ -122,6 +129,9 @@ def add_input_arguments(p) -> None:
                            "does not tell (default: every column ending in _acc, _acc_norm, _err, _bleu, _chrf, _ce)")
     cols.add_argument("--chance", type=float, default=None,
                       help="chance accuracy of accuracy metrics without a <task>_chance column, e.g. 0.25 for 4 choices")
+    cols.add_argument("--loss-unit", choices=("auto", *units.UNITS), default="auto",
+                      help="unit of the loss column; auto: nats/byte when every run's tokenizer is the byte-level BPE "
+                           "with no merges (tokenizer bpe, vocab_size <= 257; a run store records both), else nats/token")
     cols.add_argument("--where", action="append", default=[], metavar="EXPR",
                       help="keep rows matching a pandas query, e.g. \"params < 5e8\"; repeatable (all must hold)")
 
@@ -133,7 +143,7 @@ def column_spec(args: argparse.Namespace):
     return table.ColumnSpec(params=args.params_col, tokens=args.tokens_col, loss=args.loss_col,
                             flops=args.flops_col, lr=args.lr_col, batch_size=args.batch_size_col,
                             where=list(args.where), params_kind=args.params_kind, metrics=args.metric_col,
-                            chance=args.chance, params_alt=args.alt_params_col)
+                            chance=args.chance, params_alt=args.alt_params_col, loss_unit=args.loss_unit)
 
 
 def default_outdir(source: str, is_table: bool, what: str = "fit") -> str:
@@ -149,11 +159,160 @@ def _fmt_interval(iv) -> str:
     return f" [{iv[0]:.3g}, {iv[1]:.3g}]"
 
 
-def summarize(report: dict, out_path: str, plots: list[str]) -> str:
-    """A short plain-text table of what was fitted."""
+def summarize(report: dict, out_path: str, plots: list[str], verbose: bool = False) -> str:
+    """What was fitted: by default one screen (compact_lines); verbose, every law with its parameters,
+    intervals and flags, every backtest and downstream fit (detailed_lines)."""
+    return "\n".join(detailed_lines(report, out_path, plots) if verbose else compact_lines(report, out_path, plots))
+
+
+def compact_lines(report: dict, out_path: str, plots: list[str]) -> list[str]:
+    """One screen: the loss laws with status, backtest and the selection; the validation targets,
+    predicted vs actual; one line for the other laws; one per downstream metric; where the files are."""
+    from scaling_cli.validation import format_validation
+
     data = report["data"]
+    unit = units.unit_of(report)
+    targets = report.get("validation") or []
+    kept = f" (+{len(targets)} validation target{'s' * (len(targets) != 1)}, never fitted)" if targets else ""
+    lines = [f"fit {data['n_runs']} runs from {data['source']}{kept}: {data['n_points']} with a loss, "
+             f"{data['n_diverged']} diverged; params: {data['params_kind']}; losses in {unit}"]
+    lines += loss_law_table(report)
+    lines += fit_set_lines(report)[:1]
+    lines += [f"note: {n}" for n in (report.get("selection", {}).get("far_agreement") or {}).get("notes", [])[:1]]
+    lines += format_validation(targets, unit)
+    lines.append(other_laws_line(report))
+    lines += compact_downstream(report.get("downstream") or {})
+    folder = out_path.rsplit("/", 1)[0] if "/" in out_path else "."
+    shown = ", ".join(p.rsplit("/", 1)[-1] for p in plots[:3]) + (", ..." if len(plots) > 3 else "")
+    lines.append(f"wrote {out_path}" + (f" and {len(plots)} plot(s) in {folder} ({shown})" if plots else "")
+                 + "; --verbose (or scaling-cli report) for every parameter, interval and flag")
+    return lines
+
+
+def loss_law_table(report: dict) -> list[str]:
+    """Per loss law: status (a flagged law's first reason), backtest errors, E with its interval,
+    the compute-optimal D/N; then the selected law and the parameter-count comparison."""
+    laws, selection = report["laws"], report.get("selection") or {}
+    backtests = report.get("backtests") or {}
+    holdouts = list(backtests)
+    level = report.get("level", 0.9)
+    lines = [f"  {'loss law':<18} {'status':<11} " + " ".join(f"{h.replace('_', ' '):>15}" for h in holdouts)
+             + f" {'combined':>9}  {'E [' + format(level, '.0%') + ']':<22} D/N opt   (backtest: mean |relative error| "
+               "on held-out runs)"]
+    ranked = [r["law"] for r in selection.get("ranking", [])]
+    names = ranked + [n for n in LOSS_LAW_NAMES if n in laws and n not in ranked]
+    for name in names:
+        entry = laws.get(name, {})
+        if entry.get("status") != "ok":
+            lines.append(f"  {name:<18} {entry.get('status', '?')}: {short_reason(entry.get('reason', ''))}")
+            continue
+        flag = "ok" if entry.get("reliable", True) else "UNRELIABLE"
+        cells = []
+        for h in holdouts:
+            score = backtests[h].get("scores", {}).get(name, {})
+            cells.append(f"{score['mean_abs_rel_error']:.2%}" if "mean_abs_rel_error" in score else "n/a")
+        row = next((r for r in selection.get("ranking", []) if r["law"] == name), {})
+        combined = "" if row.get("combined_error") is None else f"{row['combined_error']:.2%}"
+        e = entry.get("params", {}).get("E")
+        e_text = "" if e is None else f"{e:.3g}" + _fmt_interval((entry.get("intervals") or {}).get("E"))
+        ratio = (entry.get("derived") or {}).get("values", {}).get("tokens_per_param_opt")
+        text = (f"  {name:<18} {flag:<11} " + " ".join(f"{c:>15}" for c in cells) + f" {combined:>9}  {e_text:<22} "
+                + (f"{ratio:<8.3g}" if ratio else f"{'':<8}"))
+        if name == selection.get("loss_law"):
+            text += "  <- selected"
+        if not entry.get("reliable", True):
+            text += f"  ! {short_reason((entry.get('reasons') or [''])[0])}"
+        lines.append(text.rstrip())
+    if selection.get("loss_law"):
+        kinds = report.get("params_kinds") or {}
+        other = (f"; by backtest {kinds['selected']} parameters are better: re-run with --params-kind {kinds['selected']}"
+                 if kinds and kinds.get("selected") != kinds.get("fitted") else "")
+        lines.append(f"selected loss law: {selection['loss_law']} ({short_reason(selection.get('reason', ''))}){other}")
+    else:
+        lines.append(f"selected loss law: none ({selection.get('reason', 'no loss law was fitted')})")
+    return lines
+
+
+def other_laws_line(report: dict) -> str:
+    """Every law besides the loss laws and downstream metrics, in one line: what it found or that it
+    had too little data."""
+    laws, parts, missing = report["laws"], [], []
+    for name, entry in laws.items():
+        if name in LOSS_LAW_NAMES:
+            continue
+        if entry.get("status") != "ok":
+            missing.append(name)
+        elif name == "curve_points":
+            parts.append("curve points used" if entry.get("used", True)
+                         else f"curve points not used ({short_reason(entry['decision'], 120)})")
+        elif name in ("approach1", "approach2"):
+            parts.append(f"{name} N_opt ∝ C^{entry['n_opt']['exponent']:.3f}{_fmt_interval(entry['n_opt'].get('exponent_interval'))}")
+        elif name in ("lr_opt", "batch_size_opt"):
+            parts.append(f"{name} at {len(entry['cells'])} cells ({entry.get('preferred') or 'no power law'})")
+        elif name == "curves":
+            errors = [v["heldout_mean_abs_rel_error"] for g in entry["groups"] for v in g["laws"].values()
+                      if v.get("heldout_mean_abs_rel_error") is not None]
+            parts.append(f"curve laws at {len(entry['groups'])} size(s)"
+                         + (f", held-out {min(errors):.1%}..{max(errors):.1%}" if errors else ""))
+        else:
+            parts.append(f"{name} ok")
+    for name, entry in (report.get("stability") or {}).items():
+        if entry.get("status") == "ok":
+            parts.append(f"{name} ok")
+        else:
+            missing.append(name)
+    if missing:
+        parts.append("not enough data: " + ", ".join(missing))
+    return "other laws: " + "; ".join(parts)
+
+
+def compact_downstream(block: dict) -> list[str]:
+    """One line per downstream metric: fitted (its form), flagged (the first reason) or why not fitted."""
+    metrics = block.get("metrics") or {}
+    if not metrics:
+        return []
+    lines = [f"downstream metrics ({len(metrics)}; fitted, or why not):"]
+    width = max(len(c) for c in metrics)
+    for col, e in metrics.items():
+        if e.get("status") != "ok":
+            skipped = e.get("skipped_groups") or []
+            why = skipped[0].get("reason") if skipped and not e.get("groups") else e.get("reason", "")
+            where = f" (at all {len(skipped)} sizes)" if skipped and not e.get("groups") and len(skipped) > 1 else ""
+            lines.append(f"  {col:<{width}}  {e.get('status')}: {short_reason(why)}{where}")
+            continue
+        fits = [e] if e.get("driver") == "loss" else [g for g in e.get("groups", []) if g.get("status") == "ok"]
+        flagged = [f for f in fits if f.get("reasons")]
+        if not e.get("reliable", True) and flagged:
+            count = f" ({len(flagged)} of {len(fits)} sizes)" if e.get("driver") != "loss" else ""
+            lines.append(f"  {col:<{width}}  UNRELIABLE{count}: {short_reason(flagged[0]['reasons'][0])}")
+        else:
+            sizes = f" at {len(fits)} size(s)" if e.get("driver") != "loss" else ""
+            lines.append(f"  {col:<{width}}  fitted{sizes}: {e.get('form')}")
+    return lines
+
+
+def short_reason(text: str, limit: int = 110) -> str:
+    """The first clause of a reason, without its numbers' detail: 'E is not identified by the data:
+    0.48..2.25 spans 78% of ...' -> 'E is not identified by the data'."""
+    first = (text or "").split("; ")[0]
+    head, sep, _ = first.partition(": ")
+    if sep and len(head) >= 12 and not head.startswith("N≈"):
+        first = head
+    elif first.endswith(")") and " (" in first:
+        first = first[: first.rindex(" (")]
+    return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
+def detailed_lines(report: dict, out_path: str, plots: list[str]) -> list[str]:
+    """Everything: every law with its parameters, intervals and flags, the backtests, every downstream
+    fit and stability measure, the validation targets, the loss unit."""
+    from scaling_cli.validation import format_validation
+
+    data = report["data"]
+    unit = units.unit_of(report)
     lines = [f"fit {data['n_runs']} runs from {data['source']}: {data['n_points']} with a loss, "
              f"{data['n_diverged']} diverged; params: {data['params_kind']}; FLOPs: {data['flops_source']}"]
+    lines.append(f"  losses in {unit}" + (" (bits per byte = nats per byte / ln 2)" if unit == units.BYTE else ""))
     lines += [f"  note: {note}" for note in data.get("notes", []) if "6*N*D" not in note]
     laws = report["laws"]
     for name, entry in laws.items():
@@ -214,8 +373,9 @@ def summarize(report: dict, out_path: str, plots: list[str]) -> str:
     lines += [f"  note: {note}" for note in (report["selection"].get("far_agreement") or {}).get("notes", [])]
     lines += summarize_downstream(report.get("downstream") or {})
     lines += summarize_stability(report.get("stability") or {})
+    lines += format_validation(report.get("validation") or [], unit)
     lines.append(f"wrote {out_path}" + (f" and {len(plots)} plot(s)" if plots else ""))
-    return "\n".join(lines)
+    return lines
 
 
 def backtest_table(backtests: dict, selection: dict, kinds: dict | None = None) -> list[str]:
@@ -300,6 +460,7 @@ def run(args: argparse.Namespace) -> int:
     from scaling_cli.errors import UserError
     from scaling_cli.fit import artifact, pipeline, table
     from scaling_cli.fit.bootstrap import FitOptions
+    from scaling_cli.validation import validate_targets
 
     start = time.perf_counter()
     spec = column_spec(args)
@@ -313,6 +474,8 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always", table.DataWarning)
         prepared = table.load_input(args.source, spec)
         report = pipeline.fit_all(prepared, options)
+    # predict, then verify: the targets the fit never saw, asked of the fit exactly as `predict` reads it
+    report["validation"] = validate_targets(artifact.to_jsonable(report), prepared.validation)
     for w in caught:
         if issubclass(w.category, table.DataWarning):
             print(f"scaling-cli fit: warning: {w.message}", file=sys.stderr)
@@ -325,5 +488,5 @@ def run(args: argparse.Namespace) -> int:
     report["plots"] = [p.rsplit("/", 1)[-1] for p in plots]
     report["elapsed_s"] = round(time.perf_counter() - start, 2)
     path = artifact.write_report(report, outdir)
-    print(summarize(report, path, plots))
+    print(summarize(report, path, plots, verbose=args.verbose))
     return 0

@@ -54,6 +54,9 @@ def register(subparsers) -> None:
                         "interval; law, backtest_error (its mean |relative error| on held-out runs), extrapolation_factor "
                         "(target C / largest fitted C), reliable, reasons, warnings; one key per downstream metric "
                         "column, e.g. next_verse_acc and next_verse_acc_interval)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also why the law was chosen, and each downstream metric without a prediction with its reason "
+                        "(default: those are folded into one line)")
     p.set_defaults(func=run)
 
 
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(to_jsonable(result)))
     else:
-        print(format_prediction(result))
+        print(format_prediction(result, verbose=args.verbose))
     return 0
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scaling_cli import units
 from scaling_cli.errors import UserError
 from scaling_cli.fit.laws import FLOPS_PER_PARAM_TOKEN
 
@@ -54,10 +55,13 @@ class ColumnSpec:
     params_alt: str | None = None  # the other count (backtest comparison); None: params_nonembed / params
     metrics: list[str] | None = None  # downstream metric columns ('COL' or 'COL:KIND'); None: auto-detect
     chance: float | None = None    # chance accuracy of every accuracy metric without a <task>_chance column
+    loss_unit: str = "auto"        # 'auto' (scaling_cli.units: from tokenizer and vocab_size), or a unit
 
     def __post_init__(self) -> None:
         if self.params_kind not in ("total", "nonembed", "auto"):
             raise UserError(f"--params-kind must be 'total', 'nonembed' or 'auto', got {self.params_kind!r}")
+        if self.loss_unit not in ("auto", *units.UNITS):
+            raise UserError(f"--loss-unit must be auto, {' or '.join(units.UNITS)}, got {self.loss_unit!r}")
 
 
 @dataclass
@@ -66,6 +70,9 @@ class Prepared:
     curves: "object | None" = None
     evals: "object | None" = None
     meta: dict = field(default_factory=dict)
+    validation: "object | None" = None
+    """Validation targets (rows with role 'validation'), kept out of `runs` and so out of every fit:
+    run, name, status, params, tokens, flops, loss (NaN unless done) and params_alt when known."""
 
 
 def is_table(path: str) -> bool:
@@ -168,8 +175,10 @@ def prepare_table(df, spec: ColumnSpec, source: str = "table", min_points: int =
     import pandas as pd
 
     n_input = len(df)
+    df, targets = _split_validation(df)  # before --where: a filter describes the fit set, not the targets
     df = _apply_filters(df, spec.where)
     cols = {role: _resolve(df, spec, role) for role in (*REQUIRED, *OPTIONAL)}
+    validation = _validation_rows(targets, cols, spec) if targets is not None else None
     long_format = "run_id" in df.columns and "step" in df.columns and df["run_id"].duplicated().any()
     curves = None
     if long_format:
@@ -193,7 +202,12 @@ def prepare_table(df, spec: ColumnSpec, source: str = "table", min_points: int =
     status = df["status"].astype(str) if "status" in df.columns else pd.Series("done", index=df.index)
     meta = {"source": source, "n_input_rows": int(n_input), "n_after_filters": int(len(df)),
             "filters": list(spec.where), "params_kind": spec.params_kind,
-            "columns": {role: c for role, c in cols.items() if c}, "notes": [], "metrics": metrics}
+            "columns": {role: c for role, c in cols.items() if c}, "notes": [], "metrics": metrics,
+            "loss_unit": _loss_unit(df, spec)}
+    if validation is not None:
+        meta["n_validation"] = int(len(validation))
+        meta["notes"].append(f"kept {len(validation)} validation target(s) out of every fit; `fit` predicts them "
+                             "from the other runs (fit.json validation)")
     unfinished = ~status.isin(KEPT_STATUSES)
     if unfinished.any():
         counts = status[unfinished].value_counts().to_dict()
@@ -249,7 +263,48 @@ def prepare_table(df, spec: ColumnSpec, source: str = "table", min_points: int =
     out = out.reset_index(drop=True)
     if curves is not None:
         curves = curves[curves["run"].isin(set(out["run"]))].reset_index(drop=True)
-    return Prepared(runs=out, curves=curves, evals=None, meta=meta)
+    return Prepared(runs=out, curves=curves, evals=None, meta=meta, validation=validation)
+
+
+def _split_validation(df):
+    """(the rows a fit may see, the validation targets or None): a `role` column of 'validation'
+    marks the targets (a run store's sweep.validate runs; a table may carry the column too)."""
+    if "role" not in df.columns:
+        return df, None
+    target = df["role"].astype(str) == "validation"
+    return (df[~target], df[target]) if target.any() else (df, None)
+
+
+def _validation_rows(targets, cols: dict, spec: ColumnSpec):
+    """The validation targets in the fit's canonical columns, one row per run (a long table's last
+    step); their loss is NaN unless the run is done."""
+    import pandas as pd
+
+    if "run_id" in targets.columns and "step" in targets.columns:
+        targets = targets.sort_values(["run_id", "step"]).groupby("run_id", sort=False).tail(1)
+    run = targets["run_id"].astype(str) if "run_id" in targets.columns else pd.Series(
+        [f"validation{i}" for i in range(len(targets))], index=targets.index)
+    out = pd.DataFrame({"run": run, "name": targets["name"].astype(str) if "name" in targets.columns else run})
+    out["status"] = targets["status"].astype(str) if "status" in targets.columns else "done"
+    for role in REQUIRED:
+        out[role] = _numeric(targets, cols[role], role)
+    out.loc[out["status"] != "done", "loss"] = np.nan
+    c = _numeric(targets, cols["flops"], "flops") if cols["flops"] else pd.Series(np.nan, index=targets.index)
+    out["flops"] = c.fillna(FLOPS_PER_PARAM_TOKEN * out["params"] * out["tokens"])
+    kind = "total" if spec.params_kind in ("total", "auto") else "nonembed"
+    alt = spec.params_alt or ("params_nonembed" if kind == "total" else "params")
+    if alt in targets.columns and alt != cols["params"]:
+        out["params_alt"] = pd.to_numeric(targets[alt], errors="coerce").to_numpy(dtype=float)
+    return out.reset_index(drop=True)
+
+
+def _loss_unit(df, spec: ColumnSpec) -> str:
+    """spec.loss_unit, or for 'auto' what the runs' tokenizer and vocabulary say (scaling_cli.units)."""
+    if spec.loss_unit != "auto":
+        return spec.loss_unit
+    if not {"tokenizer", "vocab_size"} <= set(df.columns):
+        return units.TOKEN
+    return units.loss_unit(df["tokenizer"], df["vocab_size"])
 
 
 def _add_params_alt(out, df, spec: ColumnSpec, params_col: str, meta: dict) -> None:
