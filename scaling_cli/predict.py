@@ -51,12 +51,36 @@ def allocation_entry(report: dict) -> tuple[str | None, dict]:
     return (name, entry) if entry.get("status") == "ok" else (None, {})
 
 
-def allocation_withheld(name: str | None, entry: dict, flops: float) -> str | None:
-    """Why the compute-optimal allocation at `flops` is not to be trusted, or None."""
+def _ratio_interval(entry: dict, flops: float, level: float) -> list[float | None]:
+    """The bootstrap interval of the compute-optimal D/N at `flops` (widened like every interval)."""
+    s = family.entry_chinchilla(entry, use_samples=True)
+    if s is None or len(s) < 2:
+        return [None, None]
+    with np.errstate(all="ignore"):
+        n_opt, d_opt = laws.chinchilla_optimum(flops, *(s[:, i] for i in range(5)))
+        point = reliability.optimal_ratio(family.entry_chinchilla(entry), flops)
+        return finite_interval(intervals.stretch_values(d_opt / n_opt, point, family.entry_widening(entry)), level)
+
+
+def allocation_withheld(name: str | None, entry: dict, flops: float, level: float = 0.9) -> str | None:
+    """Why the compute-optimal allocation at `flops` is not to be trusted, or None.
+
+    A law flagged only because its E is not identified still gives the allocation when the 90%
+    interval of its D/N at `flops` lies inside the plausible 1..1000 (the allocation depends on E only
+    through the exponents, and that uncertainty is in the interval predict prints); any other flag,
+    or an interval that leaves the range, withholds it."""
     if name is None:
         return "the fit has no law of N and D (see fit.json laws.*.reason)"
     if not entry.get("reliable", True):
-        return f"{name} is flagged unreliable: " + "; ".join(entry.get("reasons", []))
+        blocking = [r for r in entry.get("reasons", []) if not r.startswith("E is not identified")]
+        if blocking:
+            return f"{name} is flagged unreliable: " + "; ".join(entry.get("reasons", []))
+        lo, hi = _ratio_interval(entry, flops, level)
+        lo_ok, hi_ok = reliability.RATIO_RANGE
+        if lo is None or not (lo_ok <= lo and hi <= hi_ok):
+            shown = "no interval" if lo is None else f"D/N {level:.0%} interval {lo:.3g}..{hi:.3g}"
+            return (f"{name} is flagged unreliable ({'; '.join(entry.get('reasons', []))}) and its allocation is not "
+                    f"pinned down either ({shown}, outside {lo_ok:g}..{hi_ok:g})")
     ratio = reliability.optimal_ratio(family.entry_chinchilla(entry), flops)
     why = reliability.ratio_reason(ratio, f"at C = {flops:.3g}")
     return f"{name}: {why[0]}" if why else None
@@ -111,7 +135,11 @@ def _compute_optimal(name: str | None, entry: dict, params: float, flops: float,
     n_opt, d_opt = laws.chinchilla_optimum(flops, *theta)
     d_for_n = laws.chinchilla_tokens_for_params(params, *theta)
     out = {"law": name, "flops": flops, "params_opt": float(n_opt), "tokens_opt": float(d_opt),
-           "tokens_per_param_opt": float(d_opt / n_opt), "tokens_opt_for_params": float(d_for_n)}
+           "tokens_per_param_opt": float(d_opt / n_opt), "tokens_opt_for_params": float(d_for_n),
+           "tokens_per_param_opt_interval": _ratio_interval(entry, flops, level)}
+    if not entry.get("reliable", True):
+        out["note"] = (f"{name} is flagged ({'; '.join(entry.get('reasons', []))}); its allocation is shown because "
+                       "its D/N interval stays inside 1..1000")
     s = family.entry_chinchilla(entry, use_samples=True)
     if s is not None:
         cols = tuple(s[:, i] for i in range(5))
@@ -315,7 +343,8 @@ def format_prediction(r: dict, verbose: bool = False) -> str:
         lines.append(f"optimal    withheld: {opt['withheld']}")
     elif opt:
         lines.append(f"optimal    at C = {opt['flops']:.3g}: N_opt = {opt['params_opt']:.3g}{iv(opt.get('params_opt_interval'), 3)}, "
-                     f"D_opt = {opt['tokens_opt']:.3g}, D/N = {opt['tokens_per_param_opt']:.3g}; "
+                     f"D_opt = {opt['tokens_opt']:.3g}, D/N = {opt['tokens_per_param_opt']:.3g}"
+                     f"{iv(opt.get('tokens_per_param_opt_interval'), 3)}; "
                      f"for N = {r['params']:.3g}: D_opt = {opt['tokens_opt_for_params']:.3g} ({opt['law']})")
     ref = r.get("reference_hparams")
     for name, label in (("lr", "lr_opt"), ("batch_size", "batch_opt")):
