@@ -29,7 +29,9 @@ In a simulation study of sweeps like real ones (python -m scaling_cli.fit.covera
 intervals covered every parameter and the loss at 10x and 100x the fitted compute 90-100% of the
 time for the fits shown with intervals; the old run-level bootstrap covered 64-82%. Table:
 README, "Laws, backtests and intervals". A law flagged UNRELIABLE (parameters at bounds, E
-unidentified, implausible allocation) gets no interval and no allocation in `predict`."""
+unidentified, implausible allocation) gets no bootstrap interval in `predict`, only the interval its
+backtest misses calibrate (fit/conformal.py), and no allocation unless E is its only flag and the
+allocation's D/N interval stays inside 1..1000."""
 
 # The L(N, D) loss laws (scaling_cli/fit/family.py), printed with their parameters and flags.
 LOSS_FAMILY = ("chinchilla", "chinchilla_fixed_e", "overtrain", "overtrain_fixed_e")

@@ -37,8 +37,10 @@ def register(subparsers) -> None:
                     "and batch size when the fit has them, and every downstream metric the fit supports "
                     "(accuracy via compute -> loss -> Err(L); BLEU and downstream CE via D_p at a fitted size).",
         epilog="Give --params with --tokens or --flops, --params alone (compute-optimal tokens), or "
-               "--flops alone (compute-optimal N and D). Counts accept suffixes: 7B, 1.4T. A law the fit flagged "
-               "unreliable gets no interval, and an implausible compute-optimal allocation is withheld with the reason.")
+               "--flops alone (compute-optimal N and D). Counts accept suffixes: 7B, 1.4T. Every loss comes with a 90% "
+               "interval (bootstrap, backtest-calibrated and the laws that backtest alike); a law the fit flagged "
+               "unreliable keeps only the backtest-calibrated one, and an implausible compute-optimal allocation is "
+               "withheld with the reason.")
     p.add_argument("--params", type=number, default=None, help="parameters N (same kind as the fit: total or non-embedding)")
     p.add_argument("--tokens", type=number, default=None, help="training tokens D")
     p.add_argument("--flops", type=number, default=None, help="training FLOPs C (D = C / 6N, or compute-optimal N and D)")

@@ -111,7 +111,7 @@ def replicate(s: Scenario, member: str, methods, seed: int, options: FitOptions)
         entry = family.fit_member(member, n, d, loss, FitOptions(**{**options.as_dict(), "seed": seed}), method=method)
         if entry.get("status") != "ok":
             continue
-        # predict shows no interval for a law flagged unreliable: such replicates are counted apart
+        # predict shows no bootstrap interval for a law flagged unreliable: such replicates are counted apart
         reliable, _ = reliability.assess(entry, float(loss.min()), float(6 * np.max(n * d)))
         if not reliable:
             out[method] = {"flagged": [1.0]}
