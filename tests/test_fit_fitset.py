@@ -103,3 +103,10 @@ def test_forcing_a_set_that_does_not_apply_is_a_one_line_error():
     done = pd.DataFrame({"run": range(len(n)), "params": n, "tokens": d, "flops": c, "loss": loss})
     with pytest.raises(UserError, match="--fit-set drop_smallest: needs runs of >= 5 sizes"):
         loss_laws.choose_fit_set(done, FitOptions(**{**FAST.as_dict(), "fit_set": "drop_smallest"}), None)
+
+
+def test_the_weighted_candidate_is_scored_though_it_leaves_out_no_run():
+    runs = synthetic.pathological_runs(synthetic.BENCHMARK_GRIDS["clean"], 0).rename(columns={"run_id": "run"})
+    choice = loss_laws.choose_fit_set(runs, FAST, None)
+    weighted = choice["candidates"]["sqrt_compute"]
+    assert weighted["score"] is not None and weighted["n_left_out"] == 0 and weighted["weighting"] == "sqrt_compute"

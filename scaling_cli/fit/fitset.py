@@ -101,7 +101,7 @@ class FitSet:
         if n_sizes < self.min_sizes_in:
             return f"needs runs of >= {self.min_sizes_in} sizes (has {n_sizes})"
         keep = self.mask(n, d, c)
-        if self.name != "all" and keep.all():
+        if self.name != "all" and self.weighting == "uniform" and keep.all():
             return "leaves out no run"
         kept_sizes = len(np.unique(_size_labels(np.asarray(n, dtype=float)[keep]))) if keep.any() else 0
         if kept_sizes < MIN_SIZES or keep.sum() < MIN_POINTS:
