@@ -105,8 +105,10 @@ def test_forcing_a_set_that_does_not_apply_is_a_one_line_error():
         loss_laws.choose_fit_set(done, FitOptions(**{**FAST.as_dict(), "fit_set": "drop_smallest"}), None)
 
 
-def test_the_weighted_candidate_is_scored_though_it_leaves_out_no_run():
+def test_the_weighted_candidate_is_forced_only_and_then_weights_every_run():
     runs = synthetic.pathological_runs(synthetic.BENCHMARK_GRIDS["clean"], 0).rename(columns={"run_id": "run"})
-    choice = loss_laws.choose_fit_set(runs, FAST, None)
-    weighted = choice["candidates"]["sqrt_compute"]
-    assert weighted["score"] is not None and weighted["n_left_out"] == 0 and weighted["weighting"] == "sqrt_compute"
+    assert "sqrt_compute" not in loss_laws.choose_fit_set(runs, FAST, None)["candidates"]
+    forced = loss_laws.choose_fit_set(runs, FitOptions(**{**FAST.as_dict(), "fit_set": "sqrt_compute"}), None)
+    weighted = forced["candidates"]["sqrt_compute"]
+    assert forced["name"] == "sqrt_compute" and weighted["score"] is not None and weighted["n_left_out"] == 0
+    assert weighted["weighting"] == "sqrt_compute"

@@ -73,9 +73,9 @@ def add_fitting_arguments(p, n_boot: int, n_boot_help: str) -> argparse._Argumen
     fit.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
     fit.add_argument("--fit-set", default="auto", metavar="NAME",
                      help="which runs the loss laws are fitted on: 'auto' (default) chooses by backtest among all, "
-                          "sqrt_compute, drop_smallest, drop_two_smallest, top_compute, well_trained (fit.json "
-                          "fit_set: every candidate's score and the runs it leaves out); a name forces it, 'all' "
-                          "fits every run")
+                          "drop_smallest, drop_two_smallest, top_compute, well_trained (fit.json fit_set: every "
+                          "candidate's score and the runs it leaves out); a name forces it ('sqrt_compute': every "
+                          "run weighted by sqrt(C)), 'all' fits every run")
     fit.add_argument("--curve-points", action=argparse.BooleanOptionalAction, default=None,
                      help="fit the L(N,D) laws on final losses plus annealed-equivalent points derived from each run's "
                           "curve (Tissue curve law per size; a held-out run's points are held out with it). Default: "

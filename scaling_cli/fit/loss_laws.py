@@ -60,7 +60,7 @@ def choose_fit_set(done, options: FitOptions, derived: backtest.DerivedPoints | 
     n, d, c, loss = _arrays(done)
     runs = done["run"].tolist() if "run" in done.columns else list(range(len(done)))
     forced = options.fit_set != "auto"
-    names = [options.fit_set] if forced else list(fitset.FIT_SETS)
+    names = [options.fit_set] if forced else list(fitset.AUTO)
     candidates, backtests = {}, {}
     for name in names:
         fs = fitset.get(name)
