@@ -15,7 +15,7 @@ targets 10x, 30x and 100x the largest fitted compute (at D/N = 20 and at the des
 and at the design's named targets (e.g. 1.4B at 20-640 tokens/param and 6.9B at 20 for the
 over-training grid). Printed per grid: mean and max |relative error| against the clean law at each
 distance and on the named targets, the share of targets inside the 90% prediction interval, and
-what the fit chose (fit set, law). With --candidates, every fit set is also forced and every law
+what the fit chose (fit set, law, and whether predict averaged the laws that backtest alike). With --candidates, every fit set is also forced and every law
 of it scored on the same draws (the per-candidate table). This is a benchmark, not a test: it
 prints numbers, it asserts nothing. CPU only; about 15 s per draw on a 2-core box.
 """
@@ -76,6 +76,7 @@ def one_draw(spec: synthetic.GridSpec, seed: int, options: FitOptions, laws: boo
             if pred is not None:
                 per_law[name] = np.ravel(pred) / truth - 1
     return {"rows": rows, "fit_set": report.get("fit_set", {}).get("name", "all"),
+            "averaged": bool((report["selection"].get("average") or {}).get("used")),
             "law": report["selection"]["loss_law"], "per_law": per_law, "labels": [t[0] for t in tg]}
 
 
@@ -107,7 +108,8 @@ def print_grid(name: str, draws: list[dict], elapsed: float) -> None:
         f"{lab:>6}: bootstrap in {s[lab]['boot_coverage']:.0%} ±{s[lab]['boot_half_width']:.1%}, backtest in "
         f"{s[lab]['bt_coverage']:.0%} ±{s[lab]['bt_half_width']:.1%}" for lab in labels))
     chose = Counter((d["fit_set"], d["law"]) for d in draws)
-    print(f"{'':<11} chose: " + ", ".join(f"{fs}/{law} x{k}" for (fs, law), k in chose.most_common()))
+    print(f"{'':<11} chose: " + ", ".join(f"{fs}/{law} x{k}" for (fs, law), k in chose.most_common())
+          + f"; the alike laws averaged in {sum(d['averaged'] for d in draws)} of {len(draws)} draws")
 
 
 def print_candidates(name: str, by_set: dict[str, list[dict]]) -> None:

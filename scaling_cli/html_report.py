@@ -345,6 +345,9 @@ def prediction_section(report: dict, target: Target) -> dict:
         [f"{pct} prediction interval", fmt(r["loss_pi"])],
         ["law", f"{r['law']} ({r['law_reason']})"],
     ]
+    if r.get("averaged_over"):
+        rows.append(["averaged over", f"{', '.join(r['averaged_over'])} (they backtest alike; the loss is the geometric "
+                     f"mean of their predictions; {r['law']} alone: {fmt(r['loss_selected_law'])})"])
     if r.get("extrapolation_factor_flops"):
         rows.append(["extrapolation", f"{fmt(r['extrapolation_factor_flops'])}× the largest fitted compute"])
     opt = r.get("compute_optimal")

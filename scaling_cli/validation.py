@@ -18,6 +18,9 @@ target's N and D exactly as a user would. One record per target:
     law, reliable, distance                                the law used, its flag, and the target's
                                                            compute over the largest fitted compute
                                                            (both the store's FLOP count)
+    averaged_over                                          the laws whose geometric mean is the
+                                                           prediction (predict.alike_average; [] when
+                                                           the law alone answers)
     note                                                   what is missing and why, or null
 """
 
@@ -64,7 +67,8 @@ def validate_targets(report: dict, targets) -> list[dict]:
             records.append(record)
             continue
         record |= {"predicted": _finite(got["loss"]), "lo": _finite(got["loss_lo"]), "hi": _finite(got["loss_hi"]),
-                   "level": got["level"], "law": got["law"], "reliable": got.get("reliable")}
+                   "level": got["level"], "law": got["law"], "reliable": got.get("reliable"),
+                   "averaged_over": got.get("averaged_over") or []}
         notes = []
         if record["lo"] is None and record["predicted"] is not None:
             notes.append(f"no interval: predict gives none for {got['law']}"
@@ -97,7 +101,9 @@ def format_validation(records: list[dict], unit: str) -> list[str]:
             flagged = "flagged unreliable, " if r.get("reliable") is False else ""
             parts.append(f"predicted {r['predicted']:.4f}, no interval ({r['law']}: {flagged}predict gives none)")
         else:
-            parts.append(f"predicted {r['predicted']:.4f}, {r['level']:.0%} PI [{r['lo']:.4f}, {r['hi']:.4f}] ({r['law']})")
+            law = r["law"] if len(r.get("averaged_over") or []) < 2 else \
+                f"{r['law']}, averaged with {', '.join(x for x in r['averaged_over'] if x != r['law'])}"
+            parts.append(f"predicted {r['predicted']:.4f}, {r['level']:.0%} PI [{r['lo']:.4f}, {r['hi']:.4f}] ({law})")
         if r["error"] is not None:
             where = "" if r["inside"] is None else (", inside the interval" if r["inside"] else ", OUTSIDE the interval")
             parts.append(f"error {r['error']:+.2%}{where}")

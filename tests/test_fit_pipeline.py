@@ -60,3 +60,31 @@ def test_two_sizes_give_no_backtest():
     n = np.where(df["params"] > 1e9, 3e9, 1e8)
     info = backtest.backtest(n, df["tokens"], df["flops"], df["loss"], FitOptions(n_boot=0, grid_size=2))
     assert all(h["scores"] == {} and "3 model sizes" in h["reason"] for h in info.values())
+
+
+def test_the_average_of_alike_laws_is_used_only_where_it_backtests_better():
+    observed = np.array([2.0, 2.2])
+    runs = {"loss": observed.tolist()}
+
+    def holdouts(a, b):  # two laws' held-out predictions, the same on both hold-outs
+        s = lambda p: {"status": "ok", "coverage": 1.0, "predicted": list(p),
+                       "mean_abs_rel_error": float(np.mean(np.abs(np.array(p) / observed - 1)))}
+        return {h: {"runs": runs, "scores": {"chinchilla": s(a), "overtrain": s(b)}}
+                for h in ("largest_size", "largest_compute")}
+
+    # misses on opposite sides: their geometric mean is closer than either law
+    opposite = holdouts(observed * 1.011, observed * 0.99)
+    assert selection.averaged_error(opposite, ["chinchilla", "overtrain"]) == pytest.approx(
+        abs(np.sqrt(1.011 * 0.99) - 1), rel=1e-9)
+    best = {"law": "overtrain", "combined_error": 0.01}
+    got = selection.averaging(["overtrain", "chinchilla"], best, opposite)
+    assert got["used"] and got["combined_error"] < 0.01
+    # misses on the same side: the average is only a worse law
+    same = holdouts(observed * 1.02, observed * 1.01)
+    assert not selection.averaging(["overtrain", "chinchilla"], best, same)["used"]
+    # one law alike: nothing to average
+    assert not selection.averaging(["overtrain"], best, opposite)["used"]
+    # end to end, select_loss_law records the decision
+    entries = {"chinchilla": {"status": "ok", "reliable": True}, "overtrain": {"status": "ok", "reliable": True}}
+    sel = selection.select_loss_law(entries, opposite)
+    assert sel["alike"] == ["overtrain", "chinchilla"] and sel["average"]["used"]

@@ -84,3 +84,36 @@ def test_missing_and_foreign_fit_files(tmp_path):
     with pytest.raises(UserError, match="schema"):
         artifact.read_report(str(tmp_path))
     assert artifact.to_jsonable({"a": np.float64("nan"), "b": (np.int64(3),)}) == {"a": None, "b": [3]}
+
+
+def test_the_point_is_the_geometric_mean_of_the_laws_that_backtest_alike(report):
+    from scaling_cli.fit import parametric
+
+    law = report["selection"]["loss_law"]
+    other = next(k for k in ("chinchilla", "chinchilla_fixed_e", "overtrain", "overtrain_fixed_e")
+                 if k != law and report["laws"].get(k, {}).get("status") == "ok")
+    alone = json.loads(json.dumps(report))
+    alone["selection"]["alike"] = [law]
+    pair = json.loads(json.dumps(report))
+    pair["selection"]["alike"] = [law, other]
+    unused = json.loads(json.dumps(pair))
+    pair["selection"]["average"] = {"used": True}
+    unused["selection"]["average"] = {"used": False}
+    n, d = 7e9, 1.4e12
+    own = float(np.ravel(parametric.entry_loss(report["laws"][law], n, d, 6 * n * d))[0])
+    theirs = float(np.ravel(parametric.entry_loss(report["laws"][other], n, d, 6 * n * d))[0])
+    r1, r2 = predict(alone, params=n, tokens=d), predict(pair, params=n, tokens=d)
+    assert r1["loss"] == pytest.approx(own) and r1["averaged_over"] == []
+    assert r2["loss"] == pytest.approx(np.sqrt(own * theirs)) and r2["loss_selected_law"] == pytest.approx(own)
+    assert r2["averaged_over"] == [law, other] and r2["law"] == law
+    lo, hi = r2["loss_pi"]
+    assert lo <= min(own, theirs) and max(own, theirs) <= hi and lo < r2["loss"] < hi
+    # the bootstrap is the selected law's, recentred on the averaged point
+    shift = r2["loss"] / own
+    assert np.allclose(np.array(r2["loss_ci"]) / shift, r1["loss_ci"], rtol=1e-9)
+    assert f"geometric mean with {other}" in format_prediction(r2)
+    # where the average did not backtest better, the point is the selected law's; the interval still spans both
+    r3 = predict(unused, params=n, tokens=d)
+    assert r3["loss"] == pytest.approx(own) and r3["averaged_over"] == []
+    assert r3["loss_pi"][0] <= min(own, theirs) and max(own, theirs) <= r3["loss_pi"][1]
+    assert "geometric mean" not in format_prediction(r3)

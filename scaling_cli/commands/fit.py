@@ -229,10 +229,21 @@ def loss_law_table(report: dict) -> list[str]:
         kinds = report.get("params_kinds") or {}
         other = (f"; by backtest {kinds['selected']} parameters are better: re-run with --params-kind {kinds['selected']}"
                  if kinds and kinds.get("selected") != kinds.get("fitted") else "")
-        lines.append(f"selected loss law: {selection['loss_law']} ({short_reason(selection.get('reason', ''))}){other}")
+        lines.append(f"selected loss law: {selection['loss_law']} ({short_reason(selection.get('reason', ''))}){other}"
+                     + averaged_note(selection))
     else:
         lines.append(f"selected loss law: none ({selection.get('reason', 'no loss law was fitted')})")
     return lines
+
+
+def averaged_note(selection: dict) -> str:
+    """'; predictions average it with ...' when predict's point is the alike laws' geometric mean."""
+    avg = selection.get("average") or {}
+    if not avg.get("used"):
+        return ""
+    others = [law for law in avg["laws"] if law != selection["loss_law"]]
+    return (f"; predictions average it with {', '.join(others)} (geometric mean, backtests "
+            f"{avg['combined_error']:.2%} vs {avg['selected_error']:.2%} alone)")
 
 
 def other_laws_line(report: dict) -> str:
@@ -411,6 +422,8 @@ def backtest_table(backtests: dict, selection: dict, kinds: dict | None = None) 
         lines.append(f"  {row['law']:<18} " + " ".join(cells) + f" {comb:>9}  "
                      + ("" if bias is None else f"{bias:+.2%}") + ("" if row["reliable"] else "  (unreliable)") + mark)
     lines.append(f"selected loss law: {selection['loss_law']} ({selection['reason']})")
+    if (selection.get("average") or {}).get("note"):
+        lines.append(f"point prediction: {selection['average']['note']}")
     if kinds:
         lines.append(f"parameter count: fitted with {kinds['fitted']}; by backtest {kinds['selected']} is better "
                      f"({kinds['note']})" + ("" if kinds["selected"] == kinds["fitted"] else

@@ -54,8 +54,10 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true",
                    help="print one JSON object instead of text (loss_lo/loss_hi: prediction interval; loss_ci: confidence "
                         "interval; law, backtest_error (its mean |relative error| on held-out runs), extrapolation_factor "
-                        "(target C / largest fitted C), reliable, reasons, warnings; one key per downstream metric "
-                        "column, e.g. next_verse_acc and next_verse_acc_interval)")
+                        "(target C / largest fitted C), reliable, reasons, warnings; averaged_over: the laws whose "
+                        "geometric mean is the loss, where that average backtested better, with loss_selected_law the "
+                        "selected law's own; one key per downstream metric column, e.g. next_verse_acc and "
+                        "next_verse_acc_interval)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also why the law was chosen, and each downstream metric without a prediction with its reason "
                         "(default: those are folded into one line)")
