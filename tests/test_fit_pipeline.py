@@ -88,3 +88,24 @@ def test_the_average_of_alike_laws_is_used_only_where_it_backtests_better():
     entries = {"chinchilla": {"status": "ok", "reliable": True}, "overtrain": {"status": "ok", "reliable": True}}
     sel = selection.select_loss_law(entries, opposite)
     assert sel["alike"] == ["overtrain", "chinchilla"] and sel["average"]["used"]
+
+
+def test_far_agreement_says_where_alike_laws_part_and_what_the_point_is():
+    names = ["E", "A", "B", "alpha", "beta"]
+    law = lambda e: {"law": "chinchilla", "status": "ok", "reliable": True, "param_names": names,
+                     "params": dict(zip(names, (e, 406.4, 410.7, 0.34, 0.28)))}
+    # chinchilla_fixed_e answers in the same Chinchilla form; E differs by 0.1 nats
+    entries = {"chinchilla": law(1.69), "chinchilla_fixed_e": law(1.79) | {"law": "chinchilla_fixed_e"}}
+    chosen = {"loss_law": "chinchilla_fixed_e", "alike": ["chinchilla_fixed_e", "chinchilla"],
+              "allocation_law": "chinchilla_fixed_e", "average": {"used": True, "laws": ["chinchilla_fixed_e", "chinchilla"]}}
+    got = selection.far_agreement(entries, chosen, 1e21)
+    far = got["points"][-1]
+    assert far["distance"] == 100.0 and set(far["predictions"]) == {"chinchilla", "chinchilla_fixed_e"}
+    a, b = far["predictions"]["chinchilla_fixed_e"], far["predictions"]["chinchilla"]
+    assert a - b == pytest.approx(0.1)
+    note = got["notes"][0]
+    assert "chinchilla (backtests alike)" in note and f"{b / a - 1:+.1%}" in note
+    assert f"geometric mean ({np.sqrt(a * b):.4g}" in note
+    # laws that agree within 0.5% at 100x: nothing to say
+    entries["chinchilla"] = law(1.79)
+    assert selection.far_agreement(entries, chosen, 1e21)["notes"] == []

@@ -280,4 +280,8 @@ def far_agreement(entries: dict, chosen: dict, max_flops: float) -> dict:
                                                       f"{far[a]:.4g} ({v:+.1%})" for a, v in big.items())
                          + ": the held-out runs cannot tell these apart, the extrapolation depends on the form; "
                            "predict's interval spans the laws that backtest alike")
+            averaged = [a for a in (chosen.get("average") or {}).get("laws", []) if a in far]
+            if (chosen.get("average") or {}).get("used") and len(averaged) > 1:
+                mean = float(np.exp(np.mean(np.log([far[a] for a in averaged]))))
+                notes[-1] += f", and its point is their geometric mean ({mean:.4g}: {', '.join(averaged)})"
     return {"points": points, "notes": notes}
