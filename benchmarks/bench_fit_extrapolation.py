@@ -15,8 +15,9 @@ targets 10x, 30x and 100x the largest fitted compute (at D/N = 20 and at the des
 and at the design's named targets (e.g. 1.4B at 20-640 tokens/param and 6.9B at 20 for the
 over-training grid). Printed per grid: mean and max |relative error| against the clean law at each
 distance and on the named targets, the share of targets inside the 90% prediction interval, and
-what the fit chose (fit set, law, and whether predict averaged the laws that backtest alike). With --candidates, every fit set is also forced and every law
-of it scored on the same draws (the per-candidate table). This is a benchmark, not a test: it
+what the fit chose (fit set, law, and whether predict averaged the laws that backtest alike).
+With --candidates, every fit set is also forced and every law of it scored on the same draws (the
+per-candidate table). This is a benchmark, not a test: it
 prints numbers, it asserts nothing. CPU only; about 15 s per draw on a 2-core box.
 """
 

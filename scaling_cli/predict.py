@@ -18,9 +18,10 @@ result says so. The result carries the law, its backtest error (`backtest_error`
 error| on held-out runs, averaged over the two hold-outs) and `extrapolation_factor` (target C /
 largest fitted C). Every prediction carries an interval: the PI is widened to the backtest-calibrated
 interval (fit/conformal.py: the law's misses on held-out runs, scaled as 1 + ln(distance)) and to
-the predictions of laws that backtest alike (fit.json selection.alike), and the point itself is the
-geometric mean of those laws' predictions (`alike_average`; `loss_selected_law` is the selected law's
-own, `averaged_over` the laws averaged). No confident nonsense: a law
+the predictions of laws that backtest alike (fit.json selection.alike); where fit found that the
+geometric mean of those laws' predictions backtests better than the selected law alone (fit.json
+selection.average), the point is that mean (`loss_selected_law` is the selected law's own,
+`averaged_over` the laws averaged). No confident nonsense: a law
 flagged unreliable (fit/reliability.py) gets no bootstrap interval (`loss_ci` null; `loss_pi` is the
 backtest-calibrated one alone) and no allocation (`compute_optimal.withheld` says why), nor
 does an allocation outside D/N 1..1000; `warnings` lists what not to trust. Downstream metrics the fit found support for (fit.json "downstream") get one key
@@ -37,6 +38,7 @@ import numpy as np
 from scaling_cli import units
 from scaling_cli.errors import UserError
 from scaling_cli.fit import conformal, downstream, family, hyperparams, intervals, laws, parametric, reliability
+from scaling_cli.fit import selection as selection_rules
 from scaling_cli.fit.bootstrap import finite_interval, scatter_draws
 from scaling_cli.units import with_bits
 
@@ -199,20 +201,6 @@ def _alike_predictions(entries: dict, selection: dict, law_name: str, n: float, 
     return spread
 
 
-def alike_average(selected: float, others: dict[str, float]) -> float:
-    """The point prediction: the geometric mean of the selected law's loss and those of the laws that
-    backtest alike with it (selection.py `alike`: combined backtest error within LAW_TIE of the best).
-
-    The backtests cannot tell these laws apart, and picking one of them is a noisy choice far out;
-    averaging them is the standard remedy. Measured on bench_fit_extrapolation's five synthetic grids
-    (24 draws each, never on published run tables), mean |error| at 10-100x: the selected law alone
-    1.31%, the average 1.21%, lower on every grid (Chinchilla-like 0.86% -> 0.68%, Hoffmann-like
-    1.13% -> 1.06%, over-training 1.97% -> 1.92%, Porian-like 1.95% -> 1.80%, clean 0.63% -> 0.60%).
-    """
-    values = [selected, *others.values()]
-    return float(np.exp(np.mean(np.log(values))))
-
-
 def predict(report: dict, params: float | None = None, tokens: float | None = None, flops: float | None = None,
             level: float | None = None, seed: int = 0) -> dict:
     """Point predictions and intervals at the target; see the module docstring."""
@@ -251,11 +239,12 @@ def predict(report: dict, params: float | None = None, tokens: float | None = No
     entry = entries[law_name]
     loss_own = float(np.ravel(point)[0])
     reliable = bool(entry.get("reliable", True))
-    # Laws that backtest alike (selection "alike"): the runs cannot choose between them, so the point
-    # is their geometric mean and the interval spans them (alike_average).
+    # Laws that backtest alike (selection "alike"): the runs cannot choose between them, so the
+    # interval spans them, and the point is their geometric mean where fit found that the average
+    # backtests better than the selected law alone (fit/selection.py `averaging`).
     spread = _alike_predictions(entries, selection, law_name, n, d, c)
     averaged = bool(spread) and bool((selection.get("average") or {}).get("used"))
-    loss = alike_average(loss_own, spread) if averaged else loss_own
+    loss = float(selection_rules.alike_average([loss_own, *spread.values()])) if averaged else loss_own
     shift = loss / loss_own
     with np.errstate(all="ignore"):
         samples = parametric.entry_loss(entry, n, d, c, use_samples=True)

@@ -19,7 +19,7 @@ target's N and D exactly as a user would. One record per target:
                                                            compute over the largest fitted compute
                                                            (both the store's FLOP count)
     averaged_over                                          the laws whose geometric mean is the
-                                                           prediction (predict.alike_average; [] when
+                                                           prediction (fit/selection.py averaging; [] when
                                                            the law alone answers)
     note                                                   what is missing and why, or null
 """
@@ -101,7 +101,7 @@ def format_validation(records: list[dict], unit: str) -> list[str]:
             flagged = "flagged unreliable, " if r.get("reliable") is False else ""
             parts.append(f"predicted {r['predicted']:.4f}, no interval ({r['law']}: {flagged}predict gives none)")
         else:
-            law = r["law"] if len(r.get("averaged_over") or []) < 2 else \
+            law = r["law"] if not r.get("averaged_over") else \
                 f"{r['law']}, averaged with {', '.join(x for x in r['averaged_over'] if x != r['law'])}"
             parts.append(f"predicted {r['predicted']:.4f}, {r['level']:.0%} PI [{r['lo']:.4f}, {r['hi']:.4f}] ({law})")
         if r["error"] is not None:
